@@ -1,0 +1,104 @@
+"""Fixtures for the real-Xen test bed: one booted dom0 per flavour (Xen 4.17 on bookworm, Xen
+4.20 on trixie), booted in turn so only one QEMU runs at a time on a 2-core machine.
+
+Where the bed cannot run (no QEMU, not root and no cached image) the tests are skipped with a
+loud summary, except under CI=true, where they must run and an unavailable bed is a failure.
+"""
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from xenbed.dom0 import Dom0
+from xenbed.guests import create_guests
+from xenbed.images import FLAVOURS, ImageUnavailable, ensure_image
+from xenbed.measurements import TIMINGS, record
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+REPORT = Path(os.environ.get("XEN_SUSPEND_TESTBED_REPORT",
+                             Path(__file__).resolve().parents[2] / "build" / "testbed-timings.json"))
+UNAVAILABLE = []
+
+
+def selected_flavours():
+    wanted = os.environ.get("XEN_SUSPEND_FLAVOURS", ",".join(FLAVOURS))
+    return [f for f in wanted.split(",") if f]
+
+
+def log(message):
+    sys.stderr.write("\n[xenbed %s] %s\n" % (time.strftime("%H:%M:%S"), message))
+    sys.stderr.flush()
+
+
+def _unavailable(reason):
+    if IN_CI:
+        pytest.fail("the real Xen test bed must run under CI=true, but: " + reason, pytrace=False)
+    UNAVAILABLE.append(reason)
+    pytest.skip("real Xen test bed unavailable: " + reason)
+
+
+def image_for(flavour):
+    if shutil.which("qemu-system-x86_64") is None:
+        _unavailable("qemu-system-x86_64 is not installed (as root: make deps)")
+    try:
+        image = ensure_image(flavour)
+    except ImageUnavailable as exc:
+        _unavailable(str(exc))
+    return image
+
+
+@pytest.fixture(scope="session", params=selected_flavours())
+def testbed_image(request):
+    flavour = request.param
+    image = image_for(flavour)
+    warm = ensure_image(flavour)  # a cache hit now: the figure for every later run
+    figures = {"image_ensure_warm_s": round(warm.seconds, 2)}
+    if image.built_now:
+        figures["image_build_cold_s"] = round(image.seconds, 1)
+        figures["image_build_phases_s"] = {k[len("build_seconds_"):]: int(v) for k, v in image.manifest.items()
+                                           if k.startswith("build_seconds_")}
+    figures["xen_hypervisor_package"] = image.manifest.get("xen_hypervisor_version")
+    figures["dom0_kernel"] = image.manifest.get("linux_kernel")
+    record(flavour, **figures)
+    return image
+
+
+@pytest.fixture(scope="session")
+def dom0(testbed_image):
+    vm = Dom0(testbed_image, log=log)
+    vm.boot()
+    record(testbed_image.flavour, boot_to_ready_s=round(vm.boot_seconds, 1), accel=vm.accel)
+    try:
+        yield vm
+    finally:
+        vm.stop()
+
+
+@pytest.fixture(scope="session")
+def smoke_guests(dom0):
+    """One guest per kind, kept for the flavour's whole session."""
+    guests = create_guests(dom0, [("smoke-xs", "xenstore"), ("smoke-ev", "evtchn")])
+    record(dom0.image.flavour, guest_create_s={g.name: round(g.create_seconds, 1) for g in guests},
+           guest_ready_s={g.name: round(g.ready_seconds, 1) for g in guests})
+    return {g.kind: g for g in guests}
+
+
+def pytest_terminal_summary(terminalreporter):
+    if TIMINGS:
+        REPORT.parent.mkdir(parents=True, exist_ok=True)
+        REPORT.write_text(json.dumps(TIMINGS, indent=2, sort_keys=True) + "\n")
+        terminalreporter.section("real Xen test bed: measured")
+        for flavour, figures in sorted(TIMINGS.items()):
+            terminalreporter.write_line("%s: %s" % (flavour, json.dumps(figures, sort_keys=True)))
+        terminalreporter.write_line("(also written to %s)" % REPORT)
+    if UNAVAILABLE:
+        terminalreporter.section("REAL XEN TESTS DID NOT RUN", sep="!", red=True, bold=True)
+        for reason in sorted(set(UNAVAILABLE)):
+            terminalreporter.write_line("  " + reason, red=True)
+        terminalreporter.write_line(
+            "  They need QEMU and, to build the images once, root: run `sudo make test` "
+            "(or `make deps` as root, then `make test`).", red=True)

@@ -1,0 +1,76 @@
+"""Interrupting a test-bed run at any point leaves no QEMU process behind."""
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import image_for
+
+HERE = Path(__file__).resolve().parent
+QEMU_PID = re.compile(r"qemu pid (\d+)")
+
+
+def qemu_running(pid):
+    """True while the process exists and is not a zombie waiting to be reaped."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+def start_and_interrupt(command, sig, env=None):
+    """Start `command`, wait until it has launched QEMU and the boot is under way, send `sig`;
+    return every QEMU pid it reported and its exit code."""
+    proc = subprocess.Popen(command, cwd=HERE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True, env=dict(os.environ, **(env or {})))
+    pids, deadline = [], time.monotonic() + 120
+    try:
+        for line in proc.stderr:
+            pids += [int(p) for p in QEMU_PID.findall(line)]
+            if "booting with" in line:
+                break
+            assert time.monotonic() < deadline, "no QEMU started"
+        assert pids, "the harness never reported a QEMU pid"
+        time.sleep(3)  # mid-boot: Xen and dom0 are running, nothing is ready yet
+        assert qemu_running(pids[-1])
+        proc.send_signal(sig)
+        rc = proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return pids, rc
+
+
+def assert_all_gone(pids):
+    deadline = time.monotonic() + 15
+    while any(qemu_running(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert [p for p in pids if qemu_running(p)] == []
+
+
+@pytest.fixture(scope="module")
+def bookworm_image():
+    return image_for("bookworm")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL], ids=lambda s: s.name)
+def test_interrupted_launcher_leaves_no_qemu(bookworm_image, sig):
+    pids, rc = start_and_interrupt([sys.executable, "-m", "xenbed", "up", "bookworm"], sig)
+    assert rc != 0
+    assert_all_gone(pids)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=lambda s: s.name)
+def test_interrupted_pytest_session_leaves_no_qemu(bookworm_image, sig):
+    command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-s", "-q",
+               "test_testbed_smoke.py::test_heartbeat_advances"]
+    pids, rc = start_and_interrupt(command, sig, env={"XEN_SUSPEND_FLAVOURS": "bookworm"})
+    assert rc != 0
+    assert_all_gone(pids)

@@ -1,0 +1,56 @@
+"""Command line for the test bed (run from tests/xen: python3 -m xenbed ...).
+
+  build FLAVOUR             build or find the cached image, print its directory
+  up FLAVOUR [-- CMD...]    boot it; run CMD in dom0 and stop, or print how to reach dom0
+                            and keep it running until Ctrl-C / SIGTERM
+"""
+import argparse
+import sys
+import time
+
+from .dom0 import Dom0, stop_all
+from .images import FLAVOURS, ensure_image
+
+
+def log(message):
+    print("[xenbed %s] %s" % (time.strftime("%H:%M:%S"), message), file=sys.stderr, flush=True)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="xenbed", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="verb", required=True)
+    build = sub.add_parser("build")
+    build.add_argument("flavour", choices=FLAVOURS)
+    up = sub.add_parser("up")
+    up.add_argument("flavour", choices=FLAVOURS)
+    up.add_argument("--inventory", help="also write an Ansible inventory for this dom0 here")
+    up.add_argument("command", nargs=argparse.REMAINDER)
+    args = parser.parse_args(argv)
+
+    image = ensure_image(args.flavour)
+    if args.verb == "build":
+        print(image.path)
+        return 0
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    try:
+        vm = Dom0(image, log=log).boot()
+        if args.inventory:
+            log("inventory: %s" % vm.ansible_inventory(args.inventory))
+        if command:
+            result = vm.ssh(" ".join(command), check=False, timeout=3600)
+            sys.stdout.write(result.stdout)
+            sys.stderr.write(result.stderr)
+            return result.rc
+        log("ssh -i %s -p %d root@127.0.0.1   (Ctrl-C stops it)" % (vm.key, vm.ssh_port))
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        log("interrupted: stopping QEMU")
+        return 130
+    finally:
+        stop_all()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
