@@ -42,29 +42,27 @@ def _unavailable(reason):
 
 
 def image_for(flavour):
+    """The flavour's image, built now if needed; records what building or finding it cost."""
     if shutil.which("qemu-system-x86_64") is None:
         _unavailable("qemu-system-x86_64 is not installed (as root: make deps)")
     try:
         image = ensure_image(flavour)
     except ImageUnavailable as exc:
         _unavailable(str(exc))
+    if image.built_now:
+        record(flavour, image_build_cold_s=round(image.seconds, 1),
+               image_build_phases_s={k[len("build_seconds_"):]: int(v) for k, v in image.manifest.items()
+                                     if k.startswith("build_seconds_")})
+    warm = ensure_image(flavour)  # a cache hit now: what every later run pays
+    record(flavour, image_ensure_warm_s=round(warm.seconds, 2),
+           xen_hypervisor_package=image.manifest.get("xen_hypervisor_version"),
+           dom0_kernel=image.manifest.get("linux_kernel"))
     return image
 
 
 @pytest.fixture(scope="session", params=selected_flavours())
 def testbed_image(request):
-    flavour = request.param
-    image = image_for(flavour)
-    warm = ensure_image(flavour)  # a cache hit now: the figure for every later run
-    figures = {"image_ensure_warm_s": round(warm.seconds, 2)}
-    if image.built_now:
-        figures["image_build_cold_s"] = round(image.seconds, 1)
-        figures["image_build_phases_s"] = {k[len("build_seconds_"):]: int(v) for k, v in image.manifest.items()
-                                           if k.startswith("build_seconds_")}
-    figures["xen_hypervisor_package"] = image.manifest.get("xen_hypervisor_version")
-    figures["dom0_kernel"] = image.manifest.get("linux_kernel")
-    record(flavour, **figures)
-    return image
+    return image_for(request.param)
 
 
 @pytest.fixture(scope="session")
@@ -102,3 +100,16 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.write_line(
             "  They need QEMU and, to build the images once, root: run `sudo make test` "
             "(or `make deps` as root, then `make test`).", red=True)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failing test that used a dom0 carries the serial log tail and the guest consoles, so a
+    broken bed is told apart from a broken test without a rerun."""
+    report = yield
+    vm = item.funcargs.get("dom0") if hasattr(item, "funcargs") else None
+    if report.failed and isinstance(vm, Dom0) and vm.proc is not None:
+        report.sections.append(("test bed serial log", vm.serial_tail(80)))
+        consoles = vm.ssh("tail -n 15 /var/log/xen/console/guest-*.log", check=False, timeout=30)
+        report.sections.append(("guest consoles", consoles.stdout + consoles.stderr))
+    return report
