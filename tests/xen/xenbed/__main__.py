@@ -25,14 +25,14 @@ def main(argv=None):
     up = sub.add_parser("up")
     up.add_argument("flavour", choices=FLAVOURS)
     up.add_argument("--inventory", help="also write an Ansible inventory for this dom0 here")
-    up.add_argument("command", nargs=argparse.REMAINDER)
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    command = argv[argv.index("--") + 1:] if "--" in argv else []
+    args = parser.parse_args(argv[:argv.index("--")] if "--" in argv else argv)
 
     image = ensure_image(args.flavour)
     if args.verb == "build":
         print(image.path)
         return 0
-    command = args.command[1:] if args.command[:1] == ["--"] else args.command
     try:
         vm = Dom0(image, log=log).boot()
         if args.inventory:
