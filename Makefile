@@ -11,7 +11,7 @@ HOST_PACKAGES := qemu-system-x86 debootstrap busybox-static e2fsprogs cpio gcc l
   linux-libc-dev zstd xz-utils openssh-client xenstore-utils
 PYTEST := $(PY) -m pytest -p no:cacheprovider -ra
 
-.PHONY: test deps venv test-unit test-xen clean-images help
+.PHONY: test deps venv test-xen clean-images help
 
 help:
 	@sed -n '1,3p' Makefile
@@ -33,8 +33,9 @@ $(VENV)/.installed: requirements-dev.txt
 	$(PY) -m pip install -q -r requirements-dev.txt
 	touch $@
 
+# One pytest run, one summary: fast unit tests, the simulated dom0, then real Xen in QEMU.
 test: deps venv
-	$(PYTEST) tests/xen
+	$(PYTEST) tests/unit tests/xensim/tests tests/xen
 
 test-xen: deps venv
 	$(PYTEST) tests/xen

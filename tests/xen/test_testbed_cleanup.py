@@ -9,8 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from conftest import image_for
-
 HERE = Path(__file__).resolve().parent
 QEMU_PID = re.compile(r"qemu pid (\d+)")
 
@@ -55,20 +53,19 @@ def assert_all_gone(pids):
     assert [p for p in pids if qemu_running(p)] == []
 
 
-@pytest.fixture(scope="module")
-def bookworm_image():
-    return image_for("bookworm")
+# Only the bookworm image is needed (built or found by the session's image fixture).
+pytestmark = pytest.mark.parametrize("testbed_image", ["bookworm"], indirect=True)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL], ids=lambda s: s.name)
-def test_interrupted_launcher_leaves_no_qemu(bookworm_image, sig):
+def test_interrupted_launcher_leaves_no_qemu(testbed_image, sig):
     pids, rc = start_and_interrupt([sys.executable, "-m", "xenbed", "up", "bookworm"], sig)
     assert rc != 0
     assert_all_gone(pids)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=lambda s: s.name)
-def test_interrupted_pytest_session_leaves_no_qemu(bookworm_image, sig):
+def test_interrupted_pytest_session_leaves_no_qemu(testbed_image, sig):
     command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-s", "-q",
                "test_testbed_smoke.py::test_heartbeat_advances"]
     pids, rc = start_and_interrupt(command, sig, env={"XEN_SUSPEND_FLAVOURS": "bookworm"})

@@ -1,0 +1,113 @@
+"""Fleet spec: which guests to boot.  YAML (needs PyYAML) or JSON.
+
+    quiesce_ms: 200        # defaults for every group (all optional)
+    jitter_ms: 50
+    heartbeat_ms: 1000
+    memory_mb: 1024
+    vcpus: 1
+    dying_ms: 50           # how long a destroyed domain stays "dying"
+    seed: 1                # RNG seed for jitter
+    guests:
+      - behaviour: linux-pv
+        count: 450
+        name: web          # names web-1 .. web-450 (default: the behaviour);
+                           # a single guest with a name gets exactly that name
+      - behaviour: slow
+        count: 2
+        quiesce_ms: 5000   # any default can be overridden per group
+        params: {ack_delay_ms: 1000}
+      - {behaviour: hostile, params: {evtchn: negative, rewrite: 5}}
+
+``guests`` may also be a mapping ``{behaviour: count}`` or
+``{behaviour: {count: N, ...}}``.
+"""
+
+import json
+
+from .guests import BEHAVIOURS
+
+GROUP_DEFAULTS = {"quiesce_ms": 200, "jitter_ms": 50, "heartbeat_ms": 1000,
+                  "memory_mb": 1024, "vcpus": 1}
+TOP_KEYS = set(GROUP_DEFAULTS) | {"guests", "dying_ms", "seed"}
+GROUP_KEYS = set(GROUP_DEFAULTS) | {"behaviour", "behavior", "count", "name", "params"}
+
+
+class SpecError(ValueError):
+    pass
+
+
+def load(path):
+    with open(path) as f:
+        text = f.read()
+    return parse(text)
+
+
+def parse(text):
+    try:
+        import yaml
+    except ImportError:
+        yaml = None
+    if yaml is not None:
+        data = yaml.safe_load(text)
+    else:
+        try:
+            data = json.loads(text)
+        except ValueError:
+            raise SpecError("PyYAML is not installed; write the spec as JSON or install PyYAML")
+    return normalise(data or {})
+
+
+def _num(v, key, where):
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+        raise SpecError("%s: %s must be a non-negative number" % (where, key))
+    return v
+
+
+def normalise_group(g, top, where="group"):
+    if not isinstance(g, dict):
+        raise SpecError("%s: must be a mapping" % where)
+    unknown = set(g) - GROUP_KEYS
+    if unknown:
+        raise SpecError("%s: unknown keys %s" % (where, sorted(unknown)))
+    beh = g.get("behaviour", g.get("behavior"))
+    if beh not in BEHAVIOURS:
+        raise SpecError("%s: unknown behaviour %r (known: %s)" % (where, beh, ", ".join(sorted(BEHAVIOURS))))
+    cls = BEHAVIOURS[beh]
+    out = {"behaviour": beh, "count": int(_num(g.get("count", 1), "count", where)),
+           "name": str(g["name"]) if g.get("name") else None,
+           "params": dict(g.get("params") or {})}
+    for k, dv in GROUP_DEFAULTS.items():
+        out[k] = _num(g.get(k, top.get(k, dv)), k, where)
+    dq = getattr(cls, "default_quiesce", None)
+    if dq and "quiesce_ms" not in g:
+        out["quiesce_ms"] = dq[0]
+        if "jitter_ms" not in g:
+            out["jitter_ms"] = dq[1]
+    return out
+
+
+def normalise(data):
+    if not isinstance(data, dict):
+        raise SpecError("spec must be a mapping")
+    unknown = set(data) - TOP_KEYS
+    if unknown:
+        raise SpecError("unknown top-level keys %s" % sorted(unknown))
+    top = {k: data[k] for k in GROUP_DEFAULTS if k in data}
+    guests = data.get("guests") or []
+    if isinstance(guests, dict):
+        lst = []
+        for beh, v in guests.items():
+            if isinstance(v, dict):
+                lst.append(dict(v, behaviour=beh))
+            else:
+                lst.append({"behaviour": beh, "count": v})
+        guests = lst
+    if not isinstance(guests, list):
+        raise SpecError("guests must be a list or a mapping")
+    groups = [normalise_group(g, top, "guests[%d]" % i) for i, g in enumerate(guests)]
+    return {
+        "dying_ms": _num(data.get("dying_ms", 50), "dying_ms", "spec"),
+        "seed": data.get("seed"),
+        "defaults": dict(GROUP_DEFAULTS, **top),
+        "groups": groups,
+    }
