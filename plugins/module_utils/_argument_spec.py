@@ -1,0 +1,22 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) xen.suspend contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""PRIVATE to the xen.suspend collection: options every module of the collection takes.
+
+Documented one-to-one by the doc fragment ``xen.suspend.common``
+(plugins/doc_fragments/common.py); keep both in step.
+"""
+
+from ansible_collections.xen.suspend.plugins.module_utils._ledger import DEFAULT_LEDGER_PATH
+from ansible_collections.xen.suspend.plugins.module_utils._xenstore import DEFAULT_TIMEOUT
+
+
+def common_argument_spec():
+    """A fresh copy of the shared options, for merging into a module's own spec."""
+    return dict(
+        ledger=dict(type="path", default=DEFAULT_LEDGER_PATH),
+        xen_run_dir=dict(type="path"),
+        xenstore_timeout=dict(type="float", default=DEFAULT_TIMEOUT),
+        protected=dict(type="list", elements="str", default=[]),
+    )

@@ -1,0 +1,215 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) xen.suspend contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""PRIVATE to the xen.suspend collection: the dom0 ledger of domains this collection suspended.
+
+The ledger is what lets a later resume bring back exactly the guests a maintenance run
+stopped, and nothing else. Rules:
+
+* an ``intent`` entry is written before a suspend request is sent, and becomes
+  ``suspended`` once the suspend is verified; entries go away after a verified resume;
+* every write replaces the file atomically (temporary file in the same directory, fsync,
+  rename, fsync of the directory), so a crash leaves the old or the new ledger, never a mix;
+* writers serialise on a POSIX lock on a sidecar file, and re-read under that lock, so
+  concurrent runs on different domains do not lose each other's entries;
+* a truncated or corrupt ledger is an error: it is never silently replaced.
+"""
+
+import errno
+import fcntl
+import json
+import os
+import tempfile
+import time
+
+from ansible_collections.xen.suspend.plugins.module_utils._errors import LedgerError
+
+DEFAULT_LEDGER_PATH = "/var/lib/xen-suspend/ledger.json"
+LEDGER_FORMAT = "xen.suspend.ledger"
+LEDGER_VERSION = 1
+STATE_INTENT = "intent"
+STATE_SUSPENDED = "suspended"
+ENTRY_STATES = (STATE_INTENT, STATE_SUSPENDED)
+DIR_MODE = 0o700
+FILE_MODE = 0o600
+MAX_LEDGER_BYTES = 64 * 1024 * 1024
+
+
+def utc_timestamp(now=None):
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))
+
+
+def make_entry(uuid, domid, name, method, state=STATE_INTENT, resume_fast=True, now=None):
+    stamp = utc_timestamp(now)
+    return {
+        "uuid": uuid,
+        "domid": int(domid),
+        "name": name,
+        "method": method,
+        "state": state,
+        "resume_fast": bool(resume_fast),
+        "intent_at": stamp,
+        "suspended_at": stamp if state == STATE_SUSPENDED else None,
+    }
+
+
+class Ledger(object):
+    """The ledger file at ``path``; ``writes`` counts atomic replacements done by us."""
+
+    def __init__(self, path=DEFAULT_LEDGER_PATH, lock_timeout=30.0):
+        self.path = os.path.abspath(path)
+        self.directory = os.path.dirname(self.path)
+        self.lock_path = self.path + ".lock"
+        self.lock_timeout = lock_timeout
+        self.writes = 0
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def read(self):
+        """The entries (uuid -> dict). A missing file is an empty ledger; damage is an error.
+
+        Readers need no lock: the file is only ever replaced by rename.
+        """
+        try:
+            handle = open(self.path, "rb")
+        except (IOError, OSError) as exc:
+            if exc.errno == errno.ENOENT:
+                return {}
+            raise LedgerError("cannot read the ledger %s: %s" % (self.path, exc))
+        with handle:
+            data = handle.read(MAX_LEDGER_BYTES + 1)
+        return self._parse(data)
+
+    def _parse(self, data):
+        if not data:
+            raise LedgerError(
+                "the ledger %s is empty (truncated?); it is not replaced automatically: restore "
+                "it from a backup, or move it away once you know which guests are suspended"
+                % self.path)
+        if len(data) > MAX_LEDGER_BYTES:
+            raise LedgerError("the ledger %s is larger than %d bytes" % (self.path, MAX_LEDGER_BYTES))
+        try:
+            document = json.loads(data.decode("utf-8"))
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise LedgerError(
+                "the ledger %s is corrupt or truncated (%s); it is not replaced automatically: "
+                "restore it from a backup, or move it away once you know which guests are "
+                "suspended" % (self.path, exc))
+        if not isinstance(document, dict) or document.get("format") != LEDGER_FORMAT:
+            raise LedgerError("%s is not a xen.suspend ledger" % self.path)
+        version = document.get("version")
+        if not isinstance(version, int) or isinstance(version, bool) or version > LEDGER_VERSION:
+            raise LedgerError("the ledger %s has unsupported version %r" % (self.path, version))
+        entries = document.get("entries")
+        if not isinstance(entries, dict):
+            raise LedgerError("the ledger %s has no entries table" % self.path)
+        for key, entry in entries.items():
+            if (not isinstance(entry, dict) or entry.get("uuid") != key
+                    or entry.get("state") not in ENTRY_STATES
+                    or not isinstance(entry.get("domid"), int)):
+                raise LedgerError("the ledger %s has a malformed entry %r" % (self.path, key[:64]))
+        return entries
+
+    # -- writing -------------------------------------------------------------------------------
+
+    def update(self, mutate):
+        """Apply ``mutate(entries)`` (in place) under the writer lock and persist atomically.
+
+        Returns the entries as written. Nothing is written when ``mutate`` changed nothing.
+        """
+        self._ensure_directory()
+        lock_fd = self._lock()
+        try:
+            entries = self.read()
+            # Entries are flat dicts: a per-entry copy is enough to notice in-place changes.
+            before = dict((key, dict(entry)) for key, entry in entries.items())
+            mutate(entries)
+            if entries != before:
+                self._replace(entries)
+            return entries
+        finally:
+            os.close(lock_fd)
+
+    def _ensure_directory(self):
+        if os.path.isdir(self.directory):
+            return
+        try:
+            os.makedirs(self.directory, DIR_MODE)
+            os.chmod(self.directory, DIR_MODE)
+        except OSError as exc:
+            if exc.errno != errno.EEXIST:
+                raise LedgerError("cannot create the ledger directory %s: %s"
+                                  % (self.directory, exc))
+
+    def _lock(self):
+        try:
+            fd = os.open(self.lock_path, os.O_CREAT | os.O_RDWR | getattr(os, "O_CLOEXEC", 0),
+                         FILE_MODE)
+        except OSError as exc:
+            raise LedgerError("cannot open the ledger lock %s: %s" % (self.lock_path, exc))
+        deadline = time.monotonic() + self.lock_timeout
+        while True:
+            try:
+                fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return fd
+            except (IOError, OSError) as exc:
+                if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                    os.close(fd)
+                    raise LedgerError("cannot lock %s: %s" % (self.lock_path, exc))
+            if time.monotonic() >= deadline:
+                os.close(fd)
+                raise LedgerError("the ledger %s stayed locked by another process for %.0f s"
+                                  % (self.path, self.lock_timeout))
+            time.sleep(0.05)
+
+    @staticmethod
+    def serialize(entries):
+        """The file's bytes. Compact on purpose: json's C encoder is used only without
+        ``indent``, and the ledger is rewritten many times during a large run."""
+        document = {"format": LEDGER_FORMAT, "version": LEDGER_VERSION, "entries": entries}
+        return json.dumps(document, sort_keys=True).encode("utf-8") + b"\n"
+
+    def _replace(self, entries):
+        data = self.serialize(entries)
+        fd, temp_path = tempfile.mkstemp(prefix=".ledger-", suffix=".tmp", dir=self.directory)
+        try:
+            os.fchmod(fd, FILE_MODE)
+            view = memoryview(data)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+            os.fsync(fd)
+        except BaseException as exc:
+            os.close(fd)
+            _unlink_quietly(temp_path)
+            if isinstance(exc, OSError):
+                raise LedgerError("cannot write the ledger %s: %s" % (self.path, exc))
+            raise
+        os.close(fd)
+        try:
+            os.rename(temp_path, self.path)
+        except OSError as exc:
+            _unlink_quietly(temp_path)
+            raise LedgerError("cannot replace the ledger %s: %s" % (self.path, exc))
+        self._fsync_directory()
+        self.writes += 1
+
+    def _fsync_directory(self):
+        try:
+            dir_fd = os.open(self.directory, os.O_RDONLY)
+        except OSError:
+            return
+        try:
+            os.fsync(dir_fd)
+        except OSError:  # some filesystems refuse fsync on directories; the rename is done
+            pass
+        finally:
+            os.close(dir_fd)
+
+
+def _unlink_quietly(path):
+    try:
+        os.unlink(path)
+    except OSError:
+        pass

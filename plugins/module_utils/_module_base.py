@@ -1,0 +1,130 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) xen.suspend contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""PRIVATE to the xen.suspend collection: what every module of the collection does the same way.
+
+A module subclasses XenSuspendModule, gives its own argument spec and implements
+``execute(backends)``; this class builds the AnsibleModule with the shared options, reports
+missing cffi/pyxs/Xen libraries with install hints, opens and always closes the backends, and
+turns every XenSuspendError into a failure that names the domain and the phase.
+"""
+
+import traceback
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+
+from ansible_collections.xen.suspend.plugins.module_utils._argument_spec import common_argument_spec
+from ansible_collections.xen.suspend.plugins.module_utils._backends import open_backends
+from ansible_collections.xen.suspend.plugins.module_utils._errors import (
+    DependencyError, XenSuspendError)
+from ansible_collections.xen.suspend.plugins.module_utils._inventory import list_records, read_name
+from ansible_collections.xen.suspend.plugins.module_utils._targets import (
+    needs_names, parse_selectors)
+from ansible_collections.xen.suspend.plugins.module_utils._xen_libraries import (
+    CFFI_IMPORT_ERROR, CFFI_INSTALL_HINT, HAS_CFFI)
+from ansible_collections.xen.suspend.plugins.module_utils._xenstore import (
+    HAS_PYXS, PYXS_IMPORT_ERROR, PYXS_INSTALL_HINT)
+
+# Replaced by unit tests (and usable by a harness) to hand the modules other backends.
+BACKENDS_FACTORY = open_backends
+
+
+def _exception_text(exc):
+    return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+
+
+class XenSuspendModule(object):
+    """Base class of the collection's modules."""
+
+    #: extra AnsibleModule keyword arguments (mutually_exclusive, ...)
+    module_kwargs = {}
+
+    def __init__(self, argument_spec):
+        spec = common_argument_spec()
+        spec.update(argument_spec)
+        self.module = AnsibleModule(argument_spec=spec, supports_check_mode=True,
+                                    **self.module_kwargs)
+        self.params = self.module.params
+        self.check_mode = self.module.check_mode
+        self.diff_mode = bool(getattr(self.module, "_diff", False))
+        self._check_python_dependencies()
+
+    # -- dependencies --------------------------------------------------------------------------
+
+    def _check_python_dependencies(self):
+        for present, library, error, hint in (
+                (HAS_CFFI, "cffi", CFFI_IMPORT_ERROR, CFFI_INSTALL_HINT),
+                (HAS_PYXS, "pyxs", PYXS_IMPORT_ERROR, PYXS_INSTALL_HINT)):
+            if not present:
+                self.module.fail_json(
+                    msg=missing_required_lib(library, reason="on the Xen dom0 (install %s)" % hint),
+                    exception=_exception_text(error) if error is not None else None)
+
+    # -- helpers for subclasses ----------------------------------------------------------------
+
+    def selectors(self, option):
+        return parse_selectors(self.params.get(option) or [])
+
+    def inventory(self, backends, selector_lists, all_names=False):
+        """Every domain; names read for all of them only when some selector needs names."""
+        names_needed = all_names or needs_names(selector_lists)
+        return list_records(backends.xenctrl, backends.xenstore,
+                            names_for=None if names_needed else set())
+
+    @staticmethod
+    def fill_names(backends, records):
+        for record in records:
+            if record.name is None:
+                read_name(backends.xenstore, record)
+
+    def warn(self, message):
+        self.module.warn(message)
+
+    # -- running -------------------------------------------------------------------------------
+
+    def prepare(self):
+        """Check options before anything is opened; raise TargetError for bad ones."""
+
+    def execute(self, backends):
+        """Do the work; return (result dict, failure message or None)."""
+        raise NotImplementedError
+
+    def run(self):
+        params = self.params
+        backends = None
+        try:
+            self.prepare()
+            backends = BACKENDS_FACTORY(
+                ledger_path=params["ledger"], xen_run_dir=params.get("xen_run_dir"),
+                xenstore_timeout=params["xenstore_timeout"])
+            result, failure = self.execute(backends)
+        except DependencyError as exc:
+            if exc.python_library:
+                msg = missing_required_lib(exc.library, reason="on the Xen dom0 (install %s)" % exc.install)
+            else:
+                msg = "%s; install %s" % (exc, exc.install) if exc.install else str(exc)
+            self.module.fail_json(msg=msg, error=exc.to_dict())
+        except XenSuspendError as exc:
+            self.module.fail_json(msg=str(exc), error=exc.to_dict(),
+                                  exception=_exception_text(exc))
+        except Exception as exc:  # a bug: still report it as a task failure with the traceback
+            self.module.fail_json(msg="unexpected error: %s" % exc, exception=_exception_text(exc))
+        finally:
+            if backends is not None:
+                backends.close()
+        if failure:
+            self.module.fail_json(msg=failure, **result)
+        self.module.exit_json(**result)
+
+
+def summarize_failures(jobs, total, verb):
+    """One message for the task: how many failed, and the first few reasons."""
+    failed = [job for job in jobs if job.error is not None]
+    reasons = [job.error["message"] for job in failed if job.error.get("kind") != "not_attempted"]
+    if not reasons:
+        reasons = [job.error["message"] for job in failed]
+    shown = "; ".join(reasons[:3])
+    if len(reasons) > 3:
+        shown += "; and %d more" % (len(reasons) - 3)
+    return "%d of %d domains could not be %s: %s" % (len(failed), total, verb, shown)

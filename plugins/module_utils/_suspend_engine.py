@@ -1,0 +1,899 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) xen.suspend contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""PRIVATE to the xen.suspend collection: suspending many domains at once from one thread.
+
+One loop owns every domain's state machine. It sleeps in one poll() on two descriptors, the
+shared event-channel fd and the xenstore watch pipe, for at most 50 ms, and polls the
+hypervisor's domain info for each domain in flight about every 100 ms as a backstop: xenstore
+watches and @releaseDomain are hints only (oxenstored fires spuriously, C xenstored latches
+per domain, and none fires while a suspend event channel is subscribed).
+
+Per domain (phases in brackets):
+
+    [lookup]   domain info, HVM params, advertised event channel -> method (libxl's choice)
+    [lock]     libxl's suspend-evtchn-<domid>.lock, non-blocking; held: "busy"
+               ledger: intent entry, written before any request
+    [request]  event channel: bind, subscribe, eat the pending event Xen sets on bind, notify
+               xenstore: watch ~/control/shutdown, write "suspend"
+               direct: xc_domain_shutdown(SHUTDOWN_suspend)
+    [acknowledge] (xenstore) wait for the node to change; on timeout withdraw the request in
+               a transaction and fail "not acknowledged" (such a guest is never resumed)
+    [quiesce]  wait until Xen reports shutdown with reason suspend
+    [verify]   confirm, release the channel (unbind, unsubscribe), unlock; ledger: suspended
+
+A domain that fails is never resumed here. At the end, every domain whose request was sent
+but which failed is checked once more and reported as it really is.
+
+Backends are injected (see _backends.Backends) so tests drive this with fakes.
+"""
+
+import collections
+import os
+
+from ansible_collections.xen.suspend.plugins.module_utils._domain_state import (
+    SHUTDOWN_SUSPEND, STATE_GONE, STATE_SUSPENDED, reason_name)
+from ansible_collections.xen.suspend.plugins.module_utils._errors import (
+    DomainOperationError, LedgerError, TargetError, XenSuspendError, XenstoreConnectionLost,
+    XenstoreTimeout)
+from ansible_collections.xen.suspend.plugins.module_utils._inventory import (
+    domain_type, hvm_params, suspend_event_channel)
+from ansible_collections.xen.suspend.plugins.module_utils._ledger import (
+    STATE_INTENT, STATE_SUSPENDED as LEDGER_SUSPENDED, make_entry, utc_timestamp)
+from ansible_collections.xen.suspend.plugins.module_utils._phases import (
+    ACKNOWLEDGE, LOCK, LOOKUP, QUIESCE, REQUEST, VERIFY, PhaseTimer)
+from ansible_collections.xen.suspend.plugins.module_utils._suspend_method import (
+    AUTO, DIRECT, EVENT_CHANNEL, METHODS, XENSTORE, choose_method)
+from ansible_collections.xen.suspend.plugins.module_utils._xenstore import domain_path
+
+STAGE_PENDING = "pending"
+STAGE_DRAIN = "drain"
+STAGE_ACK = "acknowledge"
+STAGE_QUIESCE = "quiesce"
+STAGE_DONE = "done"
+
+MAX_WAIT = 0.05            # longest sleep of the loop
+MIN_POLL_GAP = 0.005       # event storms (a guest hammering its port) cost at most this rate
+ADMISSION_COALESCE = 0.05  # batch admissions so one ledger write covers several domains
+LEDGER_FLUSH_INTERVAL = 0.25
+MAX_EVENTS_PER_PASS = 4096
+
+SUSPEND_VALUE = b"suspend"
+RELEASE_DOMAIN = b"@releaseDomain"
+
+
+class SuspendJob(object):
+    """One domain's state machine and its result."""
+
+    def __init__(self, record, clock):
+        self.record = record
+        self.phases = PhaseTimer(clock)
+        self.stage = STAGE_PENDING
+        self.before = record.info.state
+        self.after = None
+        self.changed = False
+        self.error = None
+        self.notes = []
+        self.method = None
+        self.method_reason = None
+        self.resume_fast = True
+        self.callback_irq = 0
+        self.acpi_s_state = 0
+        self.port = None
+        self.port_reason = None
+        self.local_port = None
+        self.subscribed = False
+        self.lock = None
+        self.token = None
+        self.watch_path = None
+        self.watching = False
+        self.requested = False
+        self.request_uncertain = False
+        self.intent_written = False
+        self.succeeded = False
+        self.actionable = False
+        self.deadline = None
+        self.next_poll = None
+        self.last_poll = None
+        self.poll_requested = False
+        self.fresh_event = False
+        self.skip_events = 0
+        self.last_read = None
+        self.monitor = None
+        self.monitor_frozen = False
+
+    @property
+    def done(self):
+        return self.stage == STAGE_DONE
+
+    @property
+    def label(self):
+        return self.record.label
+
+    def result(self):
+        record = self.record
+        return {
+            "name": record.name,
+            "domid": record.domid,
+            "uuid": record.uuid,
+            "before": self.before,
+            "after": self.after if self.after is not None else self.before,
+            "method": self.method,
+            "changed": self.changed,
+            "phases": self.phases.as_dict(),
+            "error": self.error,
+            "xenstore_round_trips": record.xs_trips,
+            "lifecycle_monitor": self.monitor,
+            "notes": list(self.notes),
+        }
+
+
+class SuspendReport(object):
+    def __init__(self, jobs, stats, errors):
+        self.jobs = jobs
+        self.stats = stats
+        self.errors = errors
+
+    @property
+    def results(self):
+        return [job.result() for job in self.jobs]
+
+    def names(self, predicate):
+        return [job.record.display_name for job in self.jobs if predicate(job)]
+
+    @property
+    def suspended(self):
+        return self.names(lambda job: job.changed)
+
+    @property
+    def unchanged(self):
+        return self.names(lambda job: not job.changed and job.error is None)
+
+    @property
+    def failed(self):
+        return self.names(lambda job: job.error is not None)
+
+    @property
+    def changed(self):
+        return any(job.changed for job in self.jobs)
+
+
+def validate_options(method=AUTO, ack_timeout=60.0, timeout=60.0, parallel=32, poll_interval=0.1):
+    """Raise TargetError naming every bad option."""
+    problems = []
+    if method not in METHODS:
+        problems.append("method must be one of %s, not %r" % (", ".join(METHODS), method))
+    for name, value in (("ack_timeout", ack_timeout), ("timeout", timeout),
+                        ("poll_interval", poll_interval)):
+        if value is None or not value > 0 or value != value or value == float("inf"):
+            problems.append("%s must be a number of seconds > 0, not %r" % (name, value))
+    if parallel is None or int(parallel) < 1:
+        problems.append("parallel must be >= 1, not %r" % (parallel,))
+    if problems:
+        raise TargetError("invalid options, nothing was touched: " + "; ".join(problems))
+
+
+class SuspendEngine(object):
+    """Suspends a list of DomainRecords. ``run()`` returns a SuspendReport."""
+
+    def __init__(self, backends, method=AUTO, ack_timeout=60.0, timeout=60.0, parallel=32,
+                 continue_on_error=False, check_mode=False, poll_interval=0.1, drain_timeout=1.0):
+        validate_options(method, ack_timeout, timeout, parallel, poll_interval)
+        self.backends = backends
+        self.xc = backends.xenctrl
+        self.xs = backends.xenstore
+        self.clock = backends.clock
+        self.method = method
+        self.ack_timeout = float(ack_timeout)
+        self.timeout = float(timeout)
+        self.parallel = int(parallel)
+        self.continue_on_error = continue_on_error
+        self.check_mode = check_mode
+        self.poll_interval = float(poll_interval)
+        self.drain_timeout = float(drain_timeout)
+        self._port_jobs = {}
+        self._token_jobs = {}
+        self._release_token = None
+        self._ledger_ops = []
+        self._last_flush = None
+        self._last_admission = None
+        self._stop_reason = None
+        self._inflight = []
+        self._errors = []
+        self._run_tag = "%d-%d" % (os.getpid(), id(self) & 0xFFFFFF)
+
+    # == public ===============================================================================
+
+    def run(self, records):
+        clock = self.clock
+        wall_start = clock()
+        cpu_start = self.backends.cpu_clock()
+        xs_start = self.xs.round_trips
+        xc_start = getattr(self.xc, "calls", 0)
+        writes_start = self.backends.ledger.writes
+
+        entries = self.backends.ledger.read()  # a damaged ledger stops us before anything
+        infos = self._domain_infos([record.domid for record in records]) or {}
+        jobs = [self._plan(record, entries, infos) for record in records]
+        actionable = [job for job in jobs if job.actionable]
+        lookup_failed = [job for job in jobs if job.error is not None]
+
+        if self.check_mode:
+            for job in actionable:
+                job.after = STATE_SUSPENDED
+                job.changed = True
+                job.stage = STAGE_DONE
+                job.notes.append("check mode: would suspend with method %s" % job.method)
+        elif lookup_failed and not self.continue_on_error:
+            for job in actionable:
+                self._not_attempted(job, "another domain failed its lookup and continue_on_error is false; "
+                                         "nothing was touched")
+        else:
+            if actionable:
+                self.backends.locks.check_run_dir()
+            self._loop(collections.deque(actionable))
+            self._reconcile(jobs)
+
+        stats = {
+            "domains": len(jobs),
+            "attempted": sum(1 for job in jobs if job.requested),
+            "wall_seconds": round(clock() - wall_start, 6),
+            "cpu_seconds": round(self.backends.cpu_clock() - cpu_start, 6),
+            "xenstore_round_trips": self.xs.round_trips - xs_start,
+            "xenctrl_calls": getattr(self.xc, "calls", 0) - xc_start,
+            "ledger_writes": self.backends.ledger.writes - writes_start,
+        }
+        return SuspendReport(jobs, stats, self._errors)
+
+    # == lookup ===============================================================================
+
+    def _plan(self, record, entries, infos):
+        job = SuspendJob(record, self.clock)
+        job.phases.start(LOOKUP)
+        try:
+            self._lookup(job, entries, infos)
+        except XenSuspendError as exc:
+            self._fail(job, exc, LOOKUP)
+        job.phases.stop()
+        return job
+
+    def _lookup(self, job, entries, infos):
+        record = job.record
+        if record.domid in infos:
+            info = infos[record.domid]
+        else:
+            info = self.xc.domain_info(record.domid)
+        if info is None or info.uuid != record.uuid:
+            raise DomainOperationError("the domain no longer exists", kind="vanished")
+        record.info = info
+        job.before = info.state
+        entry = entries.get(record.uuid)
+        if info.suspended:
+            if entry is None:
+                raise DomainOperationError(
+                    "the domain is already suspended but not recorded in the ledger: another tool "
+                    "(xl save or migrate?) may be working on it, so it is left alone",
+                    kind="unrecorded_suspend")
+            job.after = STATE_SUSPENDED
+            job.method = entry.get("method")
+            job.stage = STAGE_DONE
+            if entry.get("state") == STATE_INTENT and not self.check_mode:
+                self._ledger_ops.append(("suspended", record.uuid, None))
+                job.notes.append("ledger entry confirmed as suspended")
+            return
+        if info.dying:
+            raise DomainOperationError("the domain is dying", kind="not_running")
+        if info.shut_down:
+            raise DomainOperationError("the domain is shut down (%s), not running"
+                                       % reason_name(info.shutdown_reason), kind="not_running")
+        if info.paused:
+            raise DomainOperationError("the domain is paused, so its guest cannot take part in a "
+                                       "suspend; unpause it first", kind="paused")
+        if entry is not None:
+            job.notes.append("replacing a stale ledger entry (state %s) for a running domain"
+                             % entry.get("state"))
+
+        job.callback_irq, job.acpi_s_state = hvm_params(self.xc, record)
+        if self.method in (AUTO, EVENT_CHANNEL):
+            job.port, job.port_reason = suspend_event_channel(self.xs, record)
+            if job.port is None and job.port_reason != "absent" and not job.port_reason.startswith("empty"):
+                job.notes.append("suspend event channel ignored: %s" % job.port_reason)
+        choice = choose_method(self.method, info.hvm_guest, lambda: domain_type(self.xs, record),
+                               job.port, job.port_reason, job.callback_irq, job.acpi_s_state)
+        self._set_method(job, choice)
+        job.actionable = True
+
+    @staticmethod
+    def _set_method(job, choice):
+        job.method = choice.method
+        job.method_reason = choice.reason
+        job.resume_fast = choice.resume_fast
+
+    # == the loop =============================================================================
+
+    def _loop(self, queue):
+        backends = self.backends
+        inflight = self._inflight
+        try:
+            if any(job.method in (XENSTORE, DIRECT) for job in queue):
+                self._watch_release()
+            while queue or inflight:
+                now = self.clock()
+                if queue and self._stop_reason is not None:
+                    while queue:
+                        self._not_attempted(queue.popleft(), self._stop_reason)
+                    continue
+                free = self.parallel - len(inflight)
+                if queue and free > 0 and self._admission_due(now, free, len(inflight)):
+                    self._admit(queue, free, now)
+                    inflight[:] = [job for job in inflight if not job.done]
+                    if not inflight:
+                        continue
+                fds = [self.xs.fileno()]
+                if backends.evtchn_opened:
+                    fds.append(backends.evtchn.fileno())
+                wait = self._next_wakeup(now, queue) - now
+                ready = backends.wait(fds, max(0.0, min(wait, MAX_WAIT)))
+                now = self.clock()
+                if backends.evtchn_opened and backends.evtchn.fileno() in ready:
+                    self._drain_evtchn(now)
+                self._drain_watches()
+                self._poll_due(inflight, self.clock())
+                for job in list(inflight):
+                    if not job.done:
+                        self._step(job, self.clock())
+                inflight[:] = [job for job in inflight if not job.done]
+                if self._ledger_ops and (self._last_flush is None or
+                                         now - self._last_flush >= LEDGER_FLUSH_INTERVAL):
+                    self._flush_ledger(now, quiet=True)
+        except BaseException as exc:
+            for job in inflight:
+                if not job.done:
+                    self._fail(job, DomainOperationError(
+                        "interrupted by an unexpected error: %s" % exc, kind="interrupted"),
+                        job.phases.current)
+            raise
+        finally:
+            self._unwatch_release()
+            self._flush_ledger(self.clock(), quiet=True)
+
+    def _admission_due(self, now, free, inflight_count):
+        if inflight_count == 0 or free >= max(1, self.parallel // 4):
+            return True
+        # Same expression as in _next_wakeup, so float rounding cannot make us spin.
+        return self._last_admission is None or now >= self._last_admission + ADMISSION_COALESCE
+
+    def _next_wakeup(self, now, queue):
+        wakeup = now + MAX_WAIT
+        for job in self._inflight:
+            if job.done:
+                continue
+            if job.stage == STAGE_DRAIN:
+                wakeup = min(wakeup, job.deadline)
+                continue
+            if job.fresh_event:
+                wakeup = min(wakeup, self._earliest_read(job, now))
+            if job.poll_requested:
+                wakeup = min(wakeup, self._earliest_poll(job, now))
+            wakeup = min(wakeup, job.next_poll, job.deadline)
+        if queue and self._last_admission is not None and len(self._inflight) < self.parallel:
+            wakeup = min(wakeup, self._last_admission + ADMISSION_COALESCE)
+        return wakeup
+
+    @staticmethod
+    def _earliest_poll(job, now):
+        if job.last_poll is None:
+            return now
+        return max(now, job.last_poll + MIN_POLL_GAP)
+
+    @staticmethod
+    def _earliest_read(job, now):
+        # The guest owns control/shutdown and can make it fire as fast as it likes.
+        if job.last_read is None:
+            return now
+        return max(now, job.last_read + MIN_POLL_GAP)
+
+    def _admit(self, queue, slots, now):
+        self._last_admission = now
+        batch = []
+        while queue and len(batch) < slots and self._stop_reason is None:
+            job = queue.popleft()
+            job.phases.start(LOCK)
+            try:
+                job.lock = self.backends.locks.acquire(job.record.domid)
+            except XenSuspendError as exc:
+                self._fail(job, exc, LOCK)
+                continue
+            job.phases.stop()
+            batch.append(job)
+        if not batch:
+            return
+        monitors = self.backends.monitors
+        for job in batch:
+            entry = make_entry(job.record.uuid, job.record.domid, job.record.name, job.method,
+                               STATE_INTENT, job.resume_fast)
+            if monitors is not None:
+                # Recorded before it is frozen, so whoever resumes the domain can continue it.
+                job.monitor = monitors.find(job.record.domid, job.record.name)
+                entry["lifecycle_monitor"] = job.monitor
+            self._ledger_ops.append(("intent", job.record.uuid, entry))
+        try:
+            self._flush_ledger(now)
+        except LedgerError as exc:
+            self._errors.append(str(exc))
+            self._stop_reason = "the ledger could not be written: %s" % exc
+            for job in batch:
+                self._fail(job, DomainOperationError(
+                    "the intent could not be recorded in the ledger, so no request was sent: %s"
+                    % exc, kind="ledger_error"), REQUEST)
+            return
+        for job in batch:
+            job.intent_written = True
+            if self._stop_reason is not None:
+                # An earlier domain of this batch failed: send nothing more. The reconcile
+                # step removes the intent entries of these untouched domains.
+                self._release_resources(job)
+                self._not_attempted(job, self._stop_reason)
+                continue
+            self._inflight.append(job)
+            self._freeze_monitor(job)
+            self._start_request(job, self.clock())
+
+    # == requests =============================================================================
+
+    def _start_request(self, job, now):
+        job.phases.start(REQUEST, now)
+        try:
+            if job.method == EVENT_CHANNEL:
+                self._request_event_channel(job, now)
+            elif job.method == XENSTORE:
+                self._request_xenstore(job, now)
+            else:
+                self._request_direct(job, now)
+        except XenSuspendError as exc:
+            self._fail(job, exc, REQUEST)
+
+    def _request_event_channel(self, job, now):
+        domid = job.record.domid
+        try:
+            evtchn = self.backends.evtchn
+            job.local_port = evtchn.bind_interdomain(domid, job.port)
+        except XenSuspendError as exc:
+            if self.method != AUTO:
+                raise
+            # The documentation allows falling back to xenstore when the channel cannot be
+            # set up (garbage or a port not offered to dom0); libxl aborts instead.
+            choice = choose_method(AUTO, job.record.info.hvm_guest,
+                                   lambda: domain_type(self.xs, job.record), None, "unusable",
+                                   job.callback_irq, job.acpi_s_state)
+            job.notes.append("event channel %d could not be bound (%s); fell back to %s"
+                             % (job.port, exc, choice.method))
+            self._ledger_ops.append(("method", job.record.uuid, choice))
+            self._set_method(job, choice)
+            if choice.method == XENSTORE:
+                self._request_xenstore(job, now)
+            else:
+                self._request_direct(job, now)
+            return
+        self._port_jobs[job.local_port] = job
+        self.xc.subscribe_for_suspend(domid, job.port)
+        job.subscribed = True
+        # Xen sets a freshly bound port pending; eat that event before notifying, or the
+        # first wake-up would come from it rather than from the guest.
+        job.stage = STAGE_DRAIN
+        job.deadline = now + min(self.drain_timeout, self.timeout)
+
+    def _notify_event_channel(self, job, now):
+        evtchn = self.backends.evtchn
+        evtchn.unmask(job.local_port, job.record.domid)
+        evtchn.notify(job.local_port, job.record.domid)
+        job.requested = True
+        self._enter_quiesce(job, self.clock())
+
+    def _request_xenstore(self, job, now):
+        domid = job.record.domid
+        job.watch_path = domain_path(domid, "control/shutdown")
+        job.token = ("xen-suspend-%s-%d" % (self._run_tag, domid)).encode("ascii")
+        with _counted(self.xs, job.record):
+            self._token_jobs[job.token] = job
+            self.xs.watch(job.watch_path, job.token)
+            job.watching = True
+            try:
+                self.xs.write(job.watch_path, SUSPEND_VALUE)
+            except (XenstoreTimeout, XenstoreConnectionLost):
+                # The write may have reached xenstored (and the guest) all the same.
+                job.request_uncertain = True
+                raise
+        job.requested = True
+        # Events queued by now came from the watch registration or our own write, never
+        # from the guest, whose answer is causally later than our write's reply. C xenstored
+        # queues the event of our write before the reply (two events by now); oxenstored
+        # sends the reply first and that event right behind it (one event by now): skip
+        # the one still to come. A miscount costs one extra read or, at worst, waiting for
+        # the backstop poll; an acknowledgement is never taken for less than it is.
+        if self._drain_watches(stale_token=job.token) == 1:
+            job.skip_events = 1
+        job.phases.start(ACKNOWLEDGE)
+        job.stage = STAGE_ACK
+        start = self.clock()
+        job.deadline = start + self.ack_timeout
+        job.next_poll = start + self.poll_interval
+
+    def _request_direct(self, job, now):
+        self.xc.shutdown(job.record.domid, SHUTDOWN_SUSPEND)
+        job.requested = True
+        self._enter_quiesce(job, self.clock())
+
+    def _enter_quiesce(self, job, now):
+        job.phases.start(QUIESCE, now)
+        job.stage = STAGE_QUIESCE
+        job.deadline = now + self.timeout
+        job.next_poll = now + self.poll_interval
+
+    # == events ===============================================================================
+
+    def _drain_evtchn(self, now):
+        evtchn = self.backends.evtchn
+        for _count in range(MAX_EVENTS_PER_PASS):
+            try:
+                port = evtchn.pending()
+            except XenSuspendError as exc:
+                self._errors.append("reading the event channel device failed: %s" % exc)
+                return
+            if port is None:
+                return
+            job = self._port_jobs.get(port)
+            if job is None or job.done:
+                continue
+            try:
+                if job.stage == STAGE_DRAIN:
+                    self._notify_event_channel(job, now)
+                else:
+                    evtchn.unmask(port, job.record.domid)
+                    job.poll_requested = True
+            except XenSuspendError as exc:
+                self._fail(job, exc, job.phases.current)
+
+    def _drain_watches(self, stale_token=None):
+        """Dispatch queued watch events; returns how many carried ``stale_token``."""
+        release = self._release_token
+        stale = 0
+        for _path, token in self.xs.events_nowait():
+            if token == release:
+                for job in self._inflight:
+                    if job.stage in (STAGE_ACK, STAGE_QUIESCE):
+                        job.poll_requested = True
+                continue
+            if token == stale_token:
+                stale += 1
+                continue
+            job = self._token_jobs.get(token)
+            if job is not None and job.stage == STAGE_ACK:
+                if job.skip_events:
+                    job.skip_events -= 1
+                    continue
+                job.fresh_event = True
+        return stale
+
+    def _watch_release(self):
+        token = ("xen-suspend-%s-release" % self._run_tag).encode("ascii")
+        try:
+            self.xs.watch(RELEASE_DOMAIN, token)
+        except XenSuspendError as exc:
+            # Only a hint: the backstop polling does the real work.
+            self._errors.append("could not watch @releaseDomain (polling only): %s" % exc)
+            return
+        self._release_token = token
+
+    def _unwatch_release(self):
+        token, self._release_token = self._release_token, None
+        if token is None:
+            return
+        try:
+            self.xs.unwatch(RELEASE_DOMAIN, token)
+        except XenSuspendError:
+            pass
+
+    # == the state machine ====================================================================
+
+    def _step(self, job, now):
+        try:
+            if job.stage == STAGE_DRAIN:
+                if now >= job.deadline:
+                    job.notes.append("the event Xen sets on bind did not show up; notifying anyway")
+                    self._notify_event_channel(job, now)
+                return
+            if job.stage == STAGE_ACK:
+                if job.fresh_event and now >= self._earliest_read(job, now):
+                    job.fresh_event = False
+                    job.last_read = now
+                    self._check_ack(job)
+                if job.stage == STAGE_ACK and self.clock() >= job.deadline:
+                    self._ack_timeout(job)
+            elif job.stage == STAGE_QUIESCE and now >= job.deadline:
+                self._quiesce_timeout(job)
+        except XenSuspendError as exc:
+            self._fail(job, exc, job.phases.current)
+
+    def _poll_due(self, jobs, now):
+        """The backstop: domain info for every job whose poll is due, in one batch."""
+        due = [job for job in jobs if not job.done and job.stage in (STAGE_ACK, STAGE_QUIESCE) and
+               (now >= job.next_poll or job.poll_requested and now >= self._earliest_poll(job, now))]
+        if not due:
+            return
+        infos = self._domain_infos([job.record.domid for job in due])
+        for job in due:
+            job.poll_requested = False
+            job.last_poll = now
+            job.next_poll = now + self.poll_interval
+            try:
+                info = infos[job.record.domid] if infos is not None else \
+                    self.xc.domain_info(job.record.domid)
+                self._judge(job, info)
+            except XenSuspendError as exc:
+                self._fail(job, exc, job.phases.current)
+
+    def _domain_infos(self, domids):
+        """{domid: info} in as few hypercalls as the backend allows; None if the batch failed
+        (the caller then asks per domain, so that an error names its domain)."""
+        batch = getattr(self.xc, "domain_infos", None)
+        if batch is None or len(domids) == 1:
+            return None
+        try:
+            return batch(domids)
+        except XenSuspendError:
+            return None
+
+    def _judge(self, job, info):
+        """Act on fresh domain info; True once the job is finished either way."""
+        if info is None or info.uuid != job.record.uuid:
+            job.after = STATE_GONE
+            raise DomainOperationError("the domain disappeared while being suspended", kind="vanished")
+        job.record.info = info
+        if info.suspended:
+            self._verify(job, info)
+            return True
+        if info.dying:
+            job.after = info.state
+            raise DomainOperationError("the domain is dying", kind="vanished")
+        if info.shut_down:
+            job.after = info.state
+            raise DomainOperationError(
+                "the domain shut down with reason %s instead of suspending; it is not resumed"
+                % reason_name(info.shutdown_reason), kind="unexpected_shutdown")
+        return False
+
+    def _check_ack(self, job):
+        with _counted(self.xs, job.record):
+            value = self.xs.read(job.watch_path)
+        if value != SUSPEND_VALUE:
+            self._acknowledged(job)
+
+    def _acknowledged(self, job):
+        self._drop_watch(job)
+        self._enter_quiesce(job, self.clock())
+
+    def _ack_timeout(self, job):
+        # A guest that answers while we give up still counts as having answered.
+        path = job.watch_path
+
+        def withdraw(tx):
+            if tx.read(path) != SUSPEND_VALUE:
+                return False, True
+            tx.write(path, b"")
+            return True, False
+
+        try:
+            with _counted(self.xs, job.record):
+                late_ack = self.xs.run_transaction(withdraw)
+        except XenSuspendError as exc:
+            job.request_uncertain = True
+            raise DomainOperationError(
+                "the guest did not acknowledge the suspend request within %g s, and the request "
+                "could not be withdrawn (%s): the guest may still act on it later"
+                % (self.ack_timeout, exc), kind="not_acknowledged")
+        if late_ack:
+            job.notes.append("acknowledged at the last moment")
+            self._acknowledged(job)
+            return
+        info = self.xc.domain_info(job.record.domid)
+        if info is not None and info.suspended and info.uuid == job.record.uuid:
+            self._verify(job, info)
+            return
+        raise DomainOperationError(
+            "the guest did not acknowledge the suspend request within %g s; the request was "
+            "withdrawn and the guest is left running (a guest that never answered is never "
+            "resumed)" % self.ack_timeout, kind="not_acknowledged")
+
+    def _quiesce_timeout(self, job):
+        info = self.xc.domain_info(job.record.domid)
+        if self._judge(job, info):
+            return
+        if job.method == DIRECT:
+            what = "Xen did not finish the suspend within %g s" % self.timeout
+        elif job.method == EVENT_CHANNEL:
+            what = "the guest did not suspend within %g s of the event-channel notification" % self.timeout
+        else:
+            what = "the guest acknowledged but did not suspend within %g s" % self.timeout
+        job.after = info.state
+        raise DomainOperationError(what, kind="timeout")
+
+    def _verify(self, job, info):
+        """``info`` was just read from the hypervisor; success needs shutdown with reason
+        suspend for this very domain (same UUID), nothing less."""
+        job.phases.start(VERIFY)
+        if info is None or not info.suspended or info.uuid != job.record.uuid:
+            job.after = info.state if info is not None else STATE_GONE
+            raise DomainOperationError("the domain is not suspended (now %s)" % job.after,
+                                       kind="not_suspended")
+        job.record.info = info
+        self._release_resources(job)
+        job.after = STATE_SUSPENDED
+        job.changed = True
+        job.succeeded = True
+        job.stage = STAGE_DONE
+        self._ledger_ops.append(("suspended", job.record.uuid, None))
+        job.phases.stop()
+
+    # == endings ==============================================================================
+
+    def _fail(self, job, exc, phase):
+        if isinstance(exc, XenSuspendError):
+            exc.with_context(domain=job.label, phase=phase)
+            error = exc.to_dict()
+        else:  # pragma: no cover - defensive
+            error = {"kind": "error", "message": "domain %s, phase %s: %s" % (job.label, phase, exc),
+                     "phase": phase}
+        job.error = error
+        job.phases.stop()
+        job.stage = STAGE_DONE
+        self._release_resources(job)
+        if not self.continue_on_error and self._stop_reason is None:
+            self._stop_reason = ("not attempted: %s failed and continue_on_error is false"
+                                 % job.label)
+
+    def _not_attempted(self, job, reason):
+        job.stage = STAGE_DONE
+        job.error = {"kind": "not_attempted", "phase": None,
+                     "message": "domain %s: %s" % (job.label, reason)}
+
+    def _drop_watch(self, job):
+        if job.watching:
+            job.watching = False
+            try:
+                with _counted(self.xs, job.record):
+                    self.xs.unwatch(job.watch_path, job.token)
+            finally:
+                self._token_jobs.pop(job.token, None)
+
+    def _release_resources(self, job):
+        """Give back everything the request took; problems become notes, not new failures."""
+        domid = job.record.domid
+        if job.local_port is not None:
+            port, job.local_port = job.local_port, None
+            self._port_jobs.pop(port, None)
+            try:
+                self.backends.evtchn.unbind(port, domid)
+            except XenSuspendError as exc:
+                job.notes.append("cleanup: %s" % exc)
+        if job.subscribed:
+            job.subscribed = False
+            # libxl never unsubscribes; a stale subscription would silently swallow the
+            # @releaseDomain of every later suspend of this domain by other tools.
+            try:
+                self.xc.subscribe_for_suspend(domid, 0)
+            except XenSuspendError as exc:
+                job.notes.append("cleanup: %s" % exc)
+        if job.watching:
+            try:
+                self._drop_watch(job)
+            except XenSuspendError as exc:
+                job.notes.append("cleanup: %s" % exc)
+        if job.lock is not None:
+            lock, job.lock = job.lock, None
+            lock.release()
+
+    def _freeze_monitor(self, job):
+        """xl's monitor exits when it sees shutdown(suspend), leaving the guest's next reboot or
+        poweroff unhandled after our resume; stopped, it never sees the suspend (_xl_monitor)."""
+        if job.monitor is not None and self.backends.monitors.freeze(job.monitor):
+            job.monitor_frozen = True
+            job.monitor = dict(job.monitor, state="frozen")
+
+    def _thaw_monitor(self, job, why):
+        if job.monitor_frozen:
+            job.monitor_frozen = False
+            if self.backends.monitors.thaw(job.monitor):
+                job.monitor = dict(job.monitor, state="running")
+                job.notes.append("xl's monitor (pid %s) continued: %s" % (job.monitor["pid"], why))
+
+    def _reconcile(self, jobs):
+        """Second look at every domain whose request was sent but that failed."""
+        for job in jobs:
+            if job.monitor_frozen and not job.succeeded:
+                self._thaw_monitor_unless_suspended(job)
+            if not job.intent_written or job.succeeded:
+                continue
+            try:
+                info = self.xc.domain_info(job.record.domid)
+            except XenSuspendError as exc:
+                job.notes.append("state unknown after the failure (%s); its ledger entry is kept" % exc)
+                continue
+            if info is not None and info.uuid == job.record.uuid and info.suspended:
+                job.after = STATE_SUSPENDED
+                job.notes.append("the domain suspended after the failure above: it is suspended now "
+                                 "and stays in the ledger, so domain_resumed can bring it back")
+                continue
+            if job.request_uncertain and info is not None and info.uuid == job.record.uuid:
+                job.after = info.state
+                job.notes.append("the suspend request may still be pending in the guest; its ledger "
+                                 "entry is kept so that a later suspend shows up in domain_resumed")
+                continue
+            job.after = info.state if info is not None and info.uuid == job.record.uuid else STATE_GONE
+            self._ledger_ops.append(("remove", job.record.uuid, None))
+        try:
+            self._flush_ledger(self.clock())
+        except LedgerError as exc:
+            self._errors.append(str(exc))
+
+    def _thaw_monitor_unless_suspended(self, job):
+        try:
+            info = self.xc.domain_info(job.record.domid)
+        except XenSuspendError:
+            info = None
+        if info is not None and info.uuid == job.record.uuid and info.suspended:
+            return  # suspended late: it stays frozen until domain_resumed continues it
+        self._thaw_monitor(job, "the domain was not suspended")
+
+    # == ledger ===============================================================================
+
+    def _flush_ledger(self, now, quiet=False):
+        if not self._ledger_ops or self.check_mode:
+            return
+        ops, self._ledger_ops = self._ledger_ops, []
+        stamp = utc_timestamp()
+
+        def apply(entries):
+            for op, uuid, data in ops:
+                if op == "intent":
+                    entries[uuid] = data
+                elif op == "remove":
+                    entries.pop(uuid, None)
+                elif uuid in entries:
+                    if op == "suspended":
+                        entries[uuid]["state"] = LEDGER_SUSPENDED
+                        entries[uuid]["suspended_at"] = stamp
+                    elif op == "method":
+                        entries[uuid]["method"] = data.method
+                        entries[uuid]["resume_fast"] = data.resume_fast
+
+        self._last_flush = now
+        try:
+            self.backends.ledger.update(apply)
+        except LedgerError as exc:
+            # Intents that could not be written must never be written later: their requests
+            # are not sent. Confirmations and removals are retried by the next flush.
+            self._ledger_ops = [op for op in ops if op[0] != "intent"] + self._ledger_ops
+            if quiet:
+                if str(exc) not in self._errors:
+                    self._errors.append(str(exc))
+                return
+            raise
+
+
+class _counted(object):
+    """Attribute the xenstore round trips of a block to one domain."""
+
+    def __init__(self, xs, record):
+        self.xs = xs
+        self.record = record
+        self.before = 0
+
+    def __enter__(self):
+        self.before = self.xs.round_trips
+        return self
+
+    def __exit__(self, *exc_info):
+        self.record.xs_trips += self.xs.round_trips - self.before
+        return False

@@ -1,0 +1,210 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright (c) xen.suspend contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+DOCUMENTATION = r'''
+module: domain_info
+short_description: Report Xen domains, their state and what they support for suspend
+version_added: 0.1.0
+description:
+  - Lists the domains on the dom0 the task runs on, or those selected by O(domains). For each
+    domain it reports the domid, name, UUID, type (C(pv), C(pvh) or C(hvm)) and state.
+  - It also reports what the guest advertises. That is its suspend event channel (and whether the
+    value is valid), C(control/feature-suspend), and for HVM guests whether PV drivers are present.
+  - It shows which suspend method V(auto) would choose and the domain's ledger entry, if any.
+  - Ledger entries whose domain no longer exists are listed in RV(vanished).
+  - Nothing is changed.
+author:
+  - xen.suspend maintainers (@xen-suspend)
+options:
+  domains:
+    description:
+      - Domains to report, as names, domids, UUIDs or shell patterns on names. All when omitted.
+      - Unlike the other modules, dom0 and O(protected) domains can be selected here. They are
+        flagged with RV(domains[].protected).
+    type: list
+    elements: str
+  exclude:
+    description:
+      - Domains to leave out, in the same forms as O(domains).
+    type: list
+    elements: str
+    default: []
+extends_documentation_fragment:
+  - xen.suspend.common
+  - xen.suspend.common.actiongroup
+attributes:
+  check_mode:
+    description: The module changes nothing, so it runs the same in check mode.
+    support: full
+  diff_mode:
+    description: Nothing changes, so there is no diff.
+    support: N/A
+seealso:
+  - module: xen.suspend.domain_suspended
+  - module: xen.suspend.domain_resumed
+'''
+
+EXAMPLES = r'''
+- name: Get every domain on the dom0
+  xen.suspend.domain_info:
+  register: xen
+
+- name: Guests that would need the direct method
+  ansible.builtin.debug:
+    msg: "{{ xen.domains | selectattr('suspend_method', 'equalto', 'direct') | map(attribute='name') }}"
+
+- name: Check one guest's advertised event channel
+  xen.suspend.domain_info:
+    domains: [legacy-xenlinux]
+  register: legacy
+'''
+
+RETURN = r'''
+domains:
+  description: One entry per domain, in domid order (or the order requested).
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    domid:
+      description: Domain id.
+      type: int
+      sample: 5
+    name:
+      description: Domain name, V(null) when xenstore has none.
+      type: str
+      sample: web1
+    uuid:
+      description: Domain UUID.
+      type: str
+    type:
+      description: V(pv), V(pvh) or V(hvm) (libxl's view, from the hvm flag and C(/libxl/<domid>/type)).
+      type: str
+      sample: pv
+    state:
+      description: One of C(running), C(blocked), C(paused), C(suspended), C(shutdown(<reason>)), C(dying).
+      type: str
+      sample: blocked
+    shutdown_reason:
+      description: Shutdown reason once the shutdown finished (V(poweroff), V(reboot), V(suspend), V(crash), ...).
+      type: str
+    paused:
+      description: Whether the domain is paused.
+      type: bool
+    dying:
+      description: Whether the domain is being destroyed.
+      type: bool
+    online_vcpus:
+      description: Number of online vCPUs.
+      type: int
+    memory_kib:
+      description: Memory currently allocated to the domain, in KiB.
+      type: int
+    cpu_time_seconds:
+      description: CPU time the domain has used.
+      type: float
+    suspend_event_channel:
+      description:
+        - What the guest wrote to C(device/suspend/event-channel), with C(port), C(valid) and C(status).
+        - V(null) for dom0.
+      type: dict
+      sample: {"port": null, "valid": false, "status": "empty (not advertised)"}
+    feature_suspend:
+      description: Value of C(control/feature-suspend) (V(1) the guest will answer, V(0) it will not), V(null) when absent.
+      type: str
+    control_shutdown:
+      description: Current value of C(control/shutdown). A non-empty value is a pending request.
+      type: str
+    pv_drivers:
+      description: Whether the guest has PV drivers (always true for PV and PVH; for HVM, a callback IRQ is registered).
+      type: bool
+    hvm_callback_irq:
+      description: HVM_PARAM_CALLBACK_IRQ for HVM and PVH guests, V(null) for PV guests.
+      type: int
+    acpi_s_state:
+      description: HVM_PARAM_ACPI_S_STATE (the ACPI sleep state) for HVM and PVH guests, V(null) for PV guests.
+      type: int
+    suspend_method:
+      description: The method M(xen.suspend.domain_suspended) would choose with O(xen.suspend.domain_suspended#module:method=auto).
+      type: str
+      sample: xenstore
+    protected:
+      description: Whether the suspend and resume modules refuse this domain.
+      type: bool
+    protected_reason:
+      description: Why it is protected.
+      type: str
+    ledger:
+      description: The domain's ledger entry, V(null) when there is none.
+      type: dict
+    errors:
+      description: Problems met while gathering this domain's data.
+      type: list
+      elements: str
+vanished:
+  description: Ledger entries whose domain no longer exists.
+  returned: always
+  type: list
+  elements: dict
+xen_version:
+  description: Version of the running hypervisor (major.minor).
+  returned: always
+  type: str
+  sample: "4.17"
+'''
+
+from ansible_collections.xen.suspend.plugins.module_utils._domain_description import describe_domain
+from ansible_collections.xen.suspend.plugins.module_utils._module_base import XenSuspendModule
+from ansible_collections.xen.suspend.plugins.module_utils._targets import select_targets
+
+
+def argument_spec():
+    """The module's own options (the shared ones come from xen.suspend.common)."""
+    return dict(
+        domains=dict(type="list", elements="str"),
+        exclude=dict(type="list", elements="str", default=[]),
+    )
+
+
+class DomainInfoModule(XenSuspendModule):
+
+    def __init__(self):
+        super(DomainInfoModule, self).__init__(argument_spec())
+
+    def prepare(self):
+        self.targets = self.selectors("domains")
+        self.exclude = self.selectors("exclude")
+        self.protected = self.selectors("protected")
+
+    def execute(self, backends):
+        entries = backends.ledger.read()
+        records = self.inventory(backends, [], all_names=True)
+        if self.targets:
+            # Selection here may name dom0 or protected domains: it only reads.
+            selection = select_targets(records, self.targets, self.exclude, read_only=True)
+            chosen = selection.targets
+        else:
+            chosen = [record for record in records
+                      if not any(rule.matches(record) for rule in self.exclude)]
+        domains = [describe_domain(backends, record, entries.get(record.uuid), self.protected)
+                   for record in chosen]
+        live = set(record.uuid for record in records)
+        vanished = [dict(entry) for uuid, entry in sorted(entries.items()) if uuid not in live]
+        version = getattr(backends.xenctrl, "version", None)
+        return dict(
+            changed=False,
+            domains=domains,
+            vanished=vanished,
+            xen_version="%d.%d" % tuple(version) if version else None,
+        ), None
+
+
+def main():
+    DomainInfoModule().run()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,245 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright (c) xen.suspend contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+DOCUMENTATION = r'''
+module: domain_resumed
+short_description: Resume Xen guests that were suspended on the dom0
+version_added: 0.1.0
+description:
+  - Resumes suspended Xen domains on the dom0 the task runs on. This is the counterpart of
+    M(xen.suspend.domain_suspended).
+  - By default it resumes exactly the domains recorded in the O(ledger), matched by UUID, so a
+    domain restored under a new domid is still found.
+  - Only a domain that really is in the hypervisor's C(shutdown(suspend)) state is resumed. The
+    module calls C(xc_domain_resume) (a cooperative "suspend cancelled" resume, as C(xl) does,
+    except for guests suspended with the C(direct) method), then C(XS_RESUME) so that xenstored
+    reports the domain's later shutdowns again. It then checks that the domain runs, and removes its
+    ledger entry.
+  - A suspended domain that the ledger does not know may be in the middle of C(xl save) or a live
+    migration. Resuming it needs O(force_unrecorded=true).
+  - Ledger entries whose domain no longer exists are reported in RV(vanished).
+  - The module is idempotent. A recorded domain that is already running is reported unchanged,
+    and its ledger entry is removed.
+author:
+  - xen.suspend maintainers (@xen-suspend)
+options:
+  domains:
+    description:
+      - The domains to resume, as names, domids, UUIDs or shell patterns on names, like
+        O(xen.suspend.domain_suspended#module:domains).
+      - When omitted, every domain recorded in the ledger is resumed.
+      - A name, domid or UUID that matches no domain but matches a ledger entry is reported in
+        RV(vanished). One that matches neither is an error.
+    type: list
+    elements: str
+  exclude:
+    description:
+      - Domains to leave out, in the same forms as O(domains).
+    type: list
+    elements: str
+    default: []
+  force_unrecorded:
+    description:
+      - Also resume selected domains that are suspended but not recorded in the ledger.
+      - Without it, selecting such a domain is an error and nothing is touched.
+    type: bool
+    default: false
+  timeout:
+    description:
+      - Seconds to wait for a resumed domain to be reported running.
+    type: float
+    default: 10.0
+  continue_on_error:
+    description:
+      - When V(false), the first failure stops further resumes and fails the task.
+      - When V(true), every domain is attempted. Failures are reported in RV(failed_domains), and the task
+        does not fail.
+    type: bool
+    default: false
+  prune_vanished:
+    description:
+      - Remove the ledger entries reported in RV(vanished).
+    type: bool
+    default: false
+extends_documentation_fragment:
+  - xen.suspend.common
+  - xen.suspend.common.actiongroup
+attributes:
+  check_mode:
+    description: Reports which domains would be resumed without touching any domain or the ledger.
+    support: full
+  diff_mode:
+    description: Shows each domain's state before and after.
+    support: full
+seealso:
+  - module: xen.suspend.domain_suspended
+  - module: xen.suspend.domain_info
+'''
+
+EXAMPLES = r'''
+- name: Resume everything the maintenance run suspended on this dom0
+  xen.suspend.domain_resumed:
+
+- name: Resume two guests first
+  xen.suspend.domain_resumed:
+    domains: [db1, web1]
+
+- name: Resume a guest that xl left suspended (no ledger entry)
+  xen.suspend.domain_resumed:
+    domains: [legacy-vm]
+    force_unrecorded: true
+'''
+
+RETURN = r'''
+domains:
+  description: One entry per targeted domain, in ledger order (or the order requested).
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    name:
+      description: Domain name.
+      type: str
+      sample: web1
+    domid:
+      description: Domain id.
+      type: int
+      sample: 5
+    uuid:
+      description: Domain UUID.
+      type: str
+    before:
+      description: State before the task.
+      type: str
+      sample: suspended
+    after:
+      description: State at the end.
+      type: str
+      sample: running
+    changed:
+      description: Whether this domain was resumed.
+      type: bool
+    recorded:
+      description: Whether the ledger had an entry for the domain.
+      type: bool
+    phases:
+      description:
+        - Seconds spent in each phase. The phases are C(lookup), C(lock), C(resume) and C(verify).
+      type: dict
+    error:
+      description: V(null) on success. Otherwise the failure, with C(kind), C(phase) and C(message).
+      type: dict
+    notes:
+      description: Remarks, for example that XS_RESUME failed or a stale ledger entry was removed.
+      type: list
+      elements: str
+resumed:
+  description: Names of the domains resumed (would be resumed, in check mode).
+  returned: always
+  type: list
+  elements: str
+unchanged:
+  description: Names of targeted domains that were not suspended and needed nothing.
+  returned: always
+  type: list
+  elements: str
+failed_domains:
+  description:
+    - Names of the domains that could not be resumed.
+    - Not called C(failed), which Ansible reserves for the task's own status.
+  returned: always
+  type: list
+  elements: str
+vanished:
+  description: Ledger entries whose domain no longer exists.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{"name": "old-vm", "uuid": "1d0f...", "domid": 12, "state": "suspended", "intent_at": "2025-01-01T10:00:00Z"}]
+skipped:
+  description: Recorded or matched domains that were left alone because they are protected.
+  returned: always
+  type: list
+  elements: dict
+stats:
+  description: Cost of the run (domains, wall_seconds, cpu_seconds, xenstore_round_trips, xenctrl_calls, ledger_writes).
+  returned: always
+  type: dict
+'''
+
+from ansible_collections.xen.suspend.plugins.module_utils._errors import TargetError
+from ansible_collections.xen.suspend.plugins.module_utils._module_base import (
+    XenSuspendModule, summarize_failures)
+from ansible_collections.xen.suspend.plugins.module_utils._resume import ResumeEngine, plan_resume
+
+
+def argument_spec():
+    """The module's own options (the shared ones come from xen.suspend.common)."""
+    return dict(
+        domains=dict(type="list", elements="str"),
+        exclude=dict(type="list", elements="str", default=[]),
+        force_unrecorded=dict(type="bool", default=False),
+        timeout=dict(type="float", default=10.0),
+        continue_on_error=dict(type="bool", default=False),
+        prune_vanished=dict(type="bool", default=False),
+    )
+
+
+class DomainResumedModule(XenSuspendModule):
+
+    def __init__(self):
+        super(DomainResumedModule, self).__init__(argument_spec())
+
+    def prepare(self):
+        timeout = self.params["timeout"]
+        if timeout is None or not timeout > 0:
+            raise TargetError("invalid options, nothing was touched: timeout must be > 0, not %r" % (timeout,))
+        self.targets = self.selectors("domains")
+        self.exclude = self.selectors("exclude")
+        self.protected = self.selectors("protected")
+
+    def execute(self, backends):
+        params = self.params
+        engine = ResumeEngine(backends, timeout=params["timeout"],
+                              continue_on_error=params["continue_on_error"],
+                              check_mode=self.check_mode, prune_vanished=params["prune_vanished"])
+        entries = backends.ledger.read()
+        records = self.inventory(backends, [], all_names=True)
+        plan = plan_resume(records, entries, self.targets, self.exclude, self.protected,
+                           force_unrecorded=params["force_unrecorded"], clock=backends.clock)
+        report = engine.run(plan)
+
+        for message in report.errors:
+            self.warn(message)
+        result = dict(
+            changed=report.changed,
+            domains=report.results,
+            resumed=report.resumed,
+            unchanged=report.unchanged,
+            failed_domains=report.failed,
+            vanished=report.vanished,
+            skipped=report.skipped,
+            stats=report.stats,
+        )
+        if self.diff_mode:
+            result["diff"] = dict(
+                before=dict((job.display_name, job.before) for job in report.jobs),
+                after=dict((job.display_name, job.result()["after"]) for job in report.jobs),
+            )
+        failure = None
+        if report.failed and not params["continue_on_error"]:
+            failure = summarize_failures(report.jobs, len(report.jobs), "resumed")
+        elif report.failed:
+            self.warn(summarize_failures(report.jobs, len(report.jobs), "resumed"))
+        return result, failure
+
+
+def main():
+    DomainResumedModule().run()
+
+
+if __name__ == "__main__":
+    main()

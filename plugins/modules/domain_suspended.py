@@ -1,0 +1,326 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright (c) xen.suspend contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+DOCUMENTATION = r'''
+module: domain_suspended
+short_description: Suspend Xen guests from the dom0, many at once
+version_added: 0.1.0
+description:
+  - Suspends Xen domains on the dom0 the task runs on, leaving each one in the hypervisor's
+    C(shutdown(suspend)) state with its memory in place, ready for M(xen.suspend.domain_resumed).
+  - Uses the same protocols as libxl (C(xl save)) and chooses between them the same way with
+    O(method=auto) - the suspend event channel when the guest advertises one, the PV control node
+    C(~/control/shutdown) otherwise, and a direct hypervisor shutdown for HVM guests without PV drivers.
+  - All targets are handled concurrently (up to O(parallel) in flight) by one event loop.
+  - Every target is validated before any is touched. Dom0, the xenstore domain and O(protected)
+    domains are refused.
+  - Before a request is sent, an intent entry is written to the O(ledger); after the suspend is
+    verified it is marked suspended. A guest is never suspended without a ledger entry.
+  - A guest that does not acknowledge the request in time gets the request withdrawn and is
+    left running; a domain that fails is never resumed by this module.
+  - The module is idempotent. A domain that is already suspended and recorded in the ledger is
+    reported unchanged.
+author:
+  - xen.suspend maintainers (@xen-suspend)
+options:
+  domains:
+    description:
+      - The domains to suspend, as names, domids, UUIDs or shell patterns on names (V(*) is every
+        guest). Prefix with V(name:), V(domid:) or V(uuid:) to force one reading.
+      - An explicit name, domid or UUID must match exactly one domain.
+      - A pattern may match nothing. It never selects dom0, the xenstore domain or O(protected)
+        domains, and reports those under RV(skipped).
+      - Results are returned in this order. A pattern's matches come in domid order.
+    type: list
+    elements: str
+    required: true
+  exclude:
+    description:
+      - Domains to leave out of the selection, in the same forms as O(domains).
+    type: list
+    elements: str
+    default: []
+  method:
+    description:
+      - The suspend protocol.
+      - V(auto) chooses like libxl. It uses V(event_channel) when the guest advertises a valid
+        C(device/suspend/event-channel) and is not in an ACPI sleep state. It uses V(direct) for an
+        HVM guest without PV drivers or in an ACPI sleep state, and V(xenstore) otherwise. If the
+        advertised event channel cannot be bound, V(auto) falls back to V(xenstore) or V(direct).
+      - V(event_channel) binds and signals the guest's suspend event channel.
+      - V(xenstore) writes C(suspend) to C(~/control/shutdown) and waits for the guest's
+        acknowledgement.
+      - V(direct) makes the hypervisor suspend the domain (C(xc_domain_shutdown)). Only for HVM guests.
+      - A forced method that cannot work for a domain is a lookup error for that domain.
+    type: str
+    choices: [auto, event_channel, xenstore, direct]
+    default: auto
+  ack_timeout:
+    description:
+      - Seconds the guest has to acknowledge a V(xenstore) request (libxl uses 60).
+      - When it expires the request is withdrawn atomically, and the guest fails with
+        C(not_acknowledged) and keeps running.
+    type: float
+    default: 60.0
+  timeout:
+    description:
+      - Seconds to wait, after the acknowledgement or the event-channel notification or the
+        direct shutdown, until the hypervisor reports the domain suspended (libxl uses 60).
+    type: float
+    default: 60.0
+  parallel:
+    description:
+      - How many domains may be in the middle of a suspend at the same time.
+    type: int
+    default: 32
+  continue_on_error:
+    description:
+      - When V(false), the first failure stops the module from starting further suspends. Those
+        already under way are finished, and the task fails.
+      - When V(true), every domain is attempted. Failures are reported in RV(failed_domains) and RV(domains),
+        and the task does not fail.
+      - Either way, a target refused by validation (unknown, dom0, protected, bad option) fails the
+        task before anything is touched.
+    type: bool
+    default: false
+extends_documentation_fragment:
+  - xen.suspend.common
+  - xen.suspend.common.actiongroup
+attributes:
+  check_mode:
+    description: Reports which domains would be suspended, and with which method, without touching any.
+    support: full
+  diff_mode:
+    description: Shows each domain's state before and after.
+    support: full
+notes:
+  - An HVM guest's device model (QEMU) is not stopped. Suspending here is meant for maintenance
+    with an in-place resume, not for saving the guest to disk.
+  - The per-domain monitor process of C(xl create) sees the suspend and exits. After a resume, that
+    domain's C(on_poweroff), C(on_reboot) and C(on_crash) actions are no longer carried out by C(xl).
+  - Device-model stub domains should be listed in O(protected).
+seealso:
+  - module: xen.suspend.domain_resumed
+  - module: xen.suspend.domain_info
+'''
+
+EXAMPLES = r'''
+- name: Suspend every guest on the dom0 except the infrastructure ones
+  xen.suspend.domain_suspended:
+    domains: ['*']
+    protected: [backup-*, dns1]
+  register: suspended
+
+- name: Suspend two guests, giving slow ones more time
+  xen.suspend.domain_suspended:
+    domains: [web1, db1]
+    ack_timeout: 120
+    timeout: 300
+
+- name: Suspend what can be suspended and report the rest
+  xen.suspend.domain_suspended:
+    domains: ['web-*', 'worker-*']
+    exclude: [worker-7]
+    continue_on_error: true
+  register: result
+
+- name: Show what failed
+  ansible.builtin.debug:
+    var: result.failed_domains
+'''
+
+RETURN = r'''
+domains:
+  description: One entry per selected domain, in the order requested.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    name:
+      description: Domain name (V(null) if it has none in xenstore).
+      type: str
+      sample: web1
+    domid:
+      description: Domain id.
+      type: int
+      sample: 5
+    uuid:
+      description: Domain UUID.
+      type: str
+      sample: 5b3c9e2a-1f4d-4c21-9a77-0e8d2b1c6f10
+    before:
+      description:
+        - State before the task.
+        - One of C(running), C(blocked), C(paused), C(suspended), C(shutdown(<reason>)), C(dying).
+      type: str
+      sample: blocked
+    after:
+      description: State at the end, as reported by the hypervisor (C(absent) if the domain is gone).
+      type: str
+      sample: suspended
+    method:
+      description: Protocol used (or that would be used), V(null) when none was chosen.
+      type: str
+      sample: xenstore
+    changed:
+      description: Whether this domain was suspended by this task.
+      type: bool
+    phases:
+      description:
+        - Seconds spent in each phase. The phases are C(lookup), C(lock), C(request),
+          C(acknowledge), C(quiesce) and C(verify).
+      type: dict
+      sample: {"lookup": 0.0004, "lock": 0.0001, "request": 0.0009, "acknowledge": 0.031, "quiesce": 0.012, "verify": 0.0003}
+    error:
+      description:
+        - V(null) on success. Otherwise the failure, with C(kind), C(phase) and C(message).
+        - C(kind) is one of C(busy), C(not_acknowledged), C(timeout), C(unexpected_shutdown), C(vanished),
+          C(paused), C(not_running), C(unrecorded_suspend), C(method_unavailable), C(call_failed),
+          C(xenstore_error), C(xenstore_timeout), C(ledger_error), C(not_attempted) and others.
+      type: dict
+      sample: {"kind": "not_acknowledged", "phase": "acknowledge", "message": "domain web1 (domid 5), phase acknowledge: ..."}
+    xenstore_round_trips:
+      description: Xenstore requests sent for this domain.
+      type: int
+      sample: 6
+    notes:
+      description: Remarks, for example a fallback from the event channel to xenstore.
+      type: list
+      elements: str
+suspended:
+  description: Names of the domains this task suspended (would suspend, in check mode).
+  returned: always
+  type: list
+  elements: str
+  sample: [web1, db1]
+unchanged:
+  description: Names of the domains that were already suspended and recorded in the ledger.
+  returned: always
+  type: list
+  elements: str
+failed_domains:
+  description:
+    - Names of the domains that could not be suspended.
+    - Not called C(failed), which Ansible reserves for the task's own status.
+  returned: always
+  type: list
+  elements: str
+skipped:
+  description: Domains a pattern matched but that were left alone, and why.
+  returned: always
+  type: list
+  elements: dict
+  sample:
+    - name: Domain-0
+      domid: 0
+      uuid: 00000000-0000-0000-0000-000000000000
+      reason: dom0 (the control domain) is never suspended or resumed
+stats:
+  description: Cost of the run.
+  returned: always
+  type: dict
+  contains:
+    domains:
+      description: Number of selected domains.
+      type: int
+    attempted:
+      description: Number of domains a suspend request was sent to.
+      type: int
+    wall_seconds:
+      description: Elapsed time of the suspend run.
+      type: float
+    cpu_seconds:
+      description: CPU time the module process used during the run.
+      type: float
+    xenstore_round_trips:
+      description: Xenstore requests sent during the run.
+      type: int
+    xenctrl_calls:
+      description: libxenctrl calls made during the run.
+      type: int
+    ledger_writes:
+      description: Atomic ledger replacements made during the run.
+      type: int
+'''
+
+from ansible_collections.xen.suspend.plugins.module_utils._module_base import (
+    XenSuspendModule, summarize_failures)
+from ansible_collections.xen.suspend.plugins.module_utils._errors import TargetError
+from ansible_collections.xen.suspend.plugins.module_utils._suspend_engine import (
+    SuspendEngine, validate_options)
+from ansible_collections.xen.suspend.plugins.module_utils._suspend_method import METHODS
+from ansible_collections.xen.suspend.plugins.module_utils._targets import select_targets
+
+
+def argument_spec():
+    """The module's own options (the shared ones come from xen.suspend.common)."""
+    return dict(
+        domains=dict(type="list", elements="str", required=True),
+        exclude=dict(type="list", elements="str", default=[]),
+        method=dict(type="str", choices=list(METHODS), default="auto"),
+        ack_timeout=dict(type="float", default=60.0),
+        timeout=dict(type="float", default=60.0),
+        parallel=dict(type="int", default=32),
+        continue_on_error=dict(type="bool", default=False),
+    )
+
+
+class DomainSuspendedModule(XenSuspendModule):
+
+    def __init__(self):
+        super(DomainSuspendedModule, self).__init__(argument_spec())
+
+    def prepare(self):
+        params = self.params
+        validate_options(params["method"], params["ack_timeout"], params["timeout"], params["parallel"])
+        self.targets = self.selectors("domains")
+        self.exclude = self.selectors("exclude")
+        self.protected = self.selectors("protected")
+        if not self.targets:
+            raise TargetError("domains is empty: name the domains to suspend (use '*' for every guest)")
+
+    def execute(self, backends):
+        params = self.params
+        selectors, exclude, protected = self.targets, self.exclude, self.protected
+        engine = SuspendEngine(
+            backends, method=params["method"], ack_timeout=params["ack_timeout"],
+            timeout=params["timeout"], parallel=params["parallel"],
+            continue_on_error=params["continue_on_error"], check_mode=self.check_mode)
+        records = self.inventory(backends, [selectors, exclude, protected])
+        selection = select_targets(records, selectors, exclude, protected)
+        self.fill_names(backends, selection.targets)
+        report = engine.run(selection.targets)
+
+        for message in report.errors:
+            self.warn(message)
+        result = dict(
+            changed=report.changed,
+            domains=report.results,
+            suspended=report.suspended,
+            unchanged=report.unchanged,
+            failed_domains=report.failed,
+            skipped=selection.skipped,
+            stats=report.stats,
+        )
+        if self.diff_mode:
+            result["diff"] = dict(
+                before=dict((job.record.display_name, job.before) for job in report.jobs),
+                after=dict((job.record.display_name, job.result()["after"]) for job in report.jobs),
+            )
+        failure = None
+        if report.failed and not params["continue_on_error"]:
+            failure = summarize_failures(report.jobs, len(report.jobs), "suspended")
+        elif report.failed:
+            self.warn(summarize_failures(report.jobs, len(report.jobs), "suspended"))
+        return result, failure
+
+
+def main():
+    DomainSuspendedModule().run()
+
+
+if __name__ == "__main__":
+    main()
