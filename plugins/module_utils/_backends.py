@@ -93,5 +93,5 @@ def open_backends(ledger_path, xen_run_dir=None, xenstore_timeout=10.0, sysfs_di
         locks=SuspendLocks(xen_run_dir),
         ledger=Ledger(ledger_path),
         evtchn_factory=lambda: XenEvtchn(xenctrl.libraries),
-        monitors=XlMonitors(),
+        monitors=XlMonitors.for_xen(xenctrl.version),
     )

@@ -181,7 +181,7 @@ class ResumeEngine(object):
 
     def __init__(self, backends, timeout=10.0, continue_on_error=False, check_mode=False,
                  prune_vanished=False):
-        if timeout is None or not timeout > 0:
+        if timeout is None or not timeout > 0:  # pylint: disable=unnecessary-negation  # also rejects NaN
             raise TargetError("invalid options, nothing was touched: timeout must be > 0, not %r"
                               % (timeout,))
         self.backends = backends

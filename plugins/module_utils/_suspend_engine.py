@@ -166,7 +166,7 @@ def validate_options(method=AUTO, ack_timeout=60.0, timeout=60.0, parallel=32, p
         problems.append("method must be one of %s, not %r" % (", ".join(METHODS), method))
     for name, value in (("ack_timeout", ack_timeout), ("timeout", timeout),
                         ("poll_interval", poll_interval)):
-        if value is None or not value > 0 or value != value or value == float("inf"):
+        if value is None or not value > 0 or value != value or value == float("inf"):  # pylint: disable=unnecessary-negation,comparison-with-itself
             problems.append("%s must be a number of seconds > 0, not %r" % (name, value))
     if parallel is None or int(parallel) < 1:
         problems.append("parallel must be >= 1, not %r" % (parallel,))

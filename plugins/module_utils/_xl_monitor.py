@@ -10,8 +10,10 @@ down with reason *suspend* it logs "Domain has suspended." and exits, so after a
 would handle the guest's next reboot or poweroff: the guest would stay a dead shut-down domain.
 (``xl save -c`` leaves the same hole.)
 
-We stop the monitor (SIGSTOP) before the suspend request and continue it (SIGCONT) after the
-resume. It never observes the transient suspend; the watch events queued meanwhile make it
+Upstream xl keeps monitoring a suspended domain from Xen 4.20 on ("xl: Keep monitoring suspended
+domain"; it logs "Continue waiting for domain N"). For older xl (4.14 to 4.19, e.g. Debian
+bookworm's 4.17) we stop the monitor (SIGSTOP) before the suspend request and continue it
+(SIGCONT) after the resume. It never observes the transient suspend; the watch events queued meanwhile make it
 re-read the domain, which is running again, so it goes on handling the domain exactly per the
 domain's own configuration, as if nothing had happened. If the suspend fails the monitor is
 continued at once; if the domain is destroyed meanwhile, continuing it lets it see that and
@@ -36,12 +38,22 @@ _WAITING = re.compile(r"Waiting for domain (?P<name>\S+) \(domid (?P<domid>\d+)\
 RUNNING = "running"
 FROZEN = "frozen"
 GONE = "gone"
+# The first xl that keeps waiting after a suspend (xl is always the running Xen's version).
+XL_KEEPS_MONITORING = (4, 20)
 
 
 class XlMonitors(object):
-    def __init__(self, log_dir=XL_LOG_DIR, proc_dir="/proc"):
+    """``exits_on_suspend``: whether this host's xl monitor gives up on a suspended domain and so
+    must be kept from seeing it; False leaves every monitor alone (they are still reported)."""
+
+    def __init__(self, log_dir=XL_LOG_DIR, proc_dir="/proc", exits_on_suspend=True):
         self.log_dir = log_dir
         self.proc_dir = proc_dir
+        self.exits_on_suspend = exits_on_suspend
+
+    @classmethod
+    def for_xen(cls, version):
+        return cls(exits_on_suspend=tuple(version) < XL_KEEPS_MONITORING)
 
     def find(self, domid, name):
         """The monitor watching this domain as a dict {pid, start_time, state}, or None."""
@@ -74,6 +86,8 @@ class XlMonitors(object):
         return FROZEN if status["stopped"] else RUNNING
 
     def freeze(self, monitor):
+        if not self.exits_on_suspend:
+            return False
         return self._signal(monitor, signal.SIGSTOP)
 
     def thaw(self, monitor):

@@ -140,6 +140,14 @@ domains:
     ledger:
       description: The domain's ledger entry, V(null) when there is none.
       type: dict
+    lifecycle_monitor:
+      description:
+        - The C(xl create) process that applies this domain's C(on_poweroff), C(on_reboot) and
+          C(on_crash) actions, V(null) when there is none (a host without C(xl), or C(xl create -e)).
+        - C(state) is V(running), V(frozen) (stopped by this collection while the domain is
+          suspended) or V(gone).
+      type: dict
+      sample: {"toolstack": "xl", "pid": 284, "start_time": 1234, "state": "frozen"}
     errors:
       description: Problems met while gathering this domain's data.
       type: list

@@ -132,6 +132,14 @@ domains:
     error:
       description: V(null) on success. Otherwise the failure, with C(kind), C(phase) and C(message).
       type: dict
+    lifecycle_monitor:
+      description:
+        - The C(xl create) process that applies this domain's C(on_poweroff), C(on_reboot) and
+          C(on_crash) actions, V(null) when there is none (a host without C(xl), or C(xl create -e)).
+        - C(state) is V(running), V(frozen) (stopped by this collection while the domain is
+          suspended) or V(gone).
+      type: dict
+      sample: {"toolstack": "xl", "pid": 284, "start_time": 1234, "state": "frozen"}
     notes:
       description: Remarks, for example that XS_RESUME failed or a stale ledger entry was removed.
       type: list

@@ -99,8 +99,12 @@ attributes:
 notes:
   - An HVM guest's device model (QEMU) is not stopped. Suspending here is meant for maintenance
     with an in-place resume, not for saving the guest to disk.
-  - The per-domain monitor process of C(xl create) sees the suspend and exits. After a resume, that
-    domain's C(on_poweroff), C(on_reboot) and C(on_crash) actions are no longer carried out by C(xl).
+  - Up to Xen 4.19 the per-domain monitor process of C(xl create) exits when it sees a suspend (as
+    after C(xl save -c)), leaving the domain's C(on_poweroff), C(on_reboot) and C(on_crash) actions
+    unhandled after the resume. On those versions this module stops that process (SIGSTOP) just
+    before the request, once the ledger records it, and continues it at once if the domain does
+    not suspend; M(xen.suspend.domain_resumed) continues it after the resume, so it never sees the
+    suspend. Xen 4.20's xl keeps monitoring by itself and is left alone.
   - Device-model stub domains should be listed in O(protected).
 seealso:
   - module: xen.suspend.domain_resumed
@@ -186,6 +190,14 @@ domains:
       description: Xenstore requests sent for this domain.
       type: int
       sample: 6
+    lifecycle_monitor:
+      description:
+        - The C(xl create) process that applies this domain's C(on_poweroff), C(on_reboot) and
+          C(on_crash) actions, V(null) when there is none (a host without C(xl), or C(xl create -e)).
+        - C(state) is V(running), V(frozen) (stopped by this collection while the domain is
+          suspended) or V(gone).
+      type: dict
+      sample: {"toolstack": "xl", "pid": 284, "start_time": 1234, "state": "frozen"}
     notes:
       description: Remarks, for example a fallback from the event channel to xenstore.
       type: list

@@ -98,3 +98,15 @@ def test_freeze_and_thaw_signal_the_real_process(tmp_path):
     finally:
         child.send_signal(signal.SIGKILL)
         child.wait()
+
+
+@pytest.mark.parametrize("version,freezes", [((4, 14), True), ((4, 17), True), ((4, 19), True),
+                                             ((4, 20), False), ((4, 22), False)])
+def test_only_xl_that_gives_up_on_a_suspended_domain_is_frozen(dirs, version, freezes):
+    proc, logs = dirs
+    monitors = XlMonitors.for_xen(version)
+    assert monitors.exits_on_suspend is freezes
+    if not freezes:
+        xl_log(logs, "g1", "Waiting for domain g1 (domid 1) to die [pid %d]" % os.getpid())
+        # never signalled, whatever it is
+        assert monitors.freeze({"pid": os.getpid(), "start_time": 0}) is False
