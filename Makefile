@@ -11,7 +11,7 @@ HOST_PACKAGES := qemu-system-x86 debootstrap busybox-static e2fsprogs cpio gcc l
   linux-libc-dev zstd xz-utils openssh-client xenstore-utils
 PYTEST := $(PY) -m pytest -p no:cacheprovider -ra
 
-.PHONY: test deps venv test-xen clean-images help
+.PHONY: test deps venv gates test-xen clean-images help
 
 help:
 	@sed -n '1,3p' Makefile
@@ -33,12 +33,32 @@ $(VENV)/.installed: requirements-dev.txt
 	$(PY) -m pip install -q -r requirements-dev.txt
 	touch $@
 
-# One pytest run, one summary: fast unit tests, the simulated dom0, then real Xen in QEMU.
+# The ecosystem gates (sanity, units, lint, build, docs, ...), then one pytest run with one
+# summary: unit tests, the simulated dom0, roles and modules against it, real Xen in QEMU.
+# Both always run; the target fails if either failed.
+TEST_DIRS := tests/unit tests/xensim/tests tests/roles tests/xen
 test: deps venv
-	$(PYTEST) tests/unit tests/xensim/tests tests/xen
+	@gates=0; VENV=$(VENV) tests/gates/run-gates.sh || gates=$$?; \
+	$(PYTEST) $(TEST_DIRS); rc=$$?; \
+	if [ $$gates != 0 ]; then echo "!!! $$gates ecosystem gate(s) failed: see the gates table above"; fi; \
+	exit $$(( rc != 0 || gates != 0 ))
+
+gates: venv
+	VENV=$(VENV) tests/gates/run-gates.sh
 
 test-xen: deps venv
 	$(PYTEST) tests/xen
 
 clean-images:
 	rm -rf $${XEN_SUSPEND_CACHE:-$$HOME/.cache/xen-suspend}/images
+
+# The maintenance playbook against a simulated dom0 of 55 guests, then a per-guest summary
+# (tests/demo). Needs gcc for the simulator's shim libraries; no root.
+.PHONY: demo bench
+demo: venv
+	$(PY) tests/demo/run_demo.py
+
+# Fleet versus one-domain-at-a-time suspend/resume of 10, 100 and 500 simulated guests
+# (tests/bench); its last line is machine-readable. A few minutes.
+bench: venv
+	$(PY) tests/bench/fleet_bench.py

@@ -182,7 +182,7 @@ class XenstoreClient(object):
             router.start()
         except PyXSError as exc:
             raise XenstoreError("cannot connect to xenstored via %s: %s" % (self.description, exc))
-        except (OSError, IOError) as exc:
+        except (OSError, IOError) as exc:  # pylint: disable=bad-except-order  # PyXSError is Exception without pyxs
             raise XenstoreError("cannot connect to xenstored via %s: %s" % (self.description, exc))
         self._router = router
         return self
@@ -233,7 +233,7 @@ class XenstoreClient(object):
             rvar = router.send(packet)
         except PyXSError as exc:
             raise XenstoreConnectionLost("send failed: %s" % exc, op=op_name, path=path_text)
-        except (OSError, IOError) as exc:
+        except (OSError, IOError) as exc:  # pylint: disable=bad-except-order  # PyXSError is Exception without pyxs
             raise XenstoreConnectionLost("send failed: %s" % exc, op=op_name, path=path_text)
         self.round_trips += 1
         reply = self._wait_reply(rvar, router, op_name, path_text)

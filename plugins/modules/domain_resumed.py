@@ -167,7 +167,7 @@ vanished:
   type: list
   elements: dict
   sample: [{"name": "old-vm", "uuid": "1d0f...", "domid": 12, "state": "suspended", "intent_at": "2025-01-01T10:00:00Z"}]
-skipped:
+skipped_domains:
   description: Recorded or matched domains that were left alone because they are protected.
   returned: always
   type: list
@@ -229,7 +229,7 @@ class DomainResumedModule(XenSuspendModule):
             unchanged=report.unchanged,
             failed_domains=report.failed,
             vanished=report.vanished,
-            skipped=report.skipped,
+            skipped_domains=report.skipped,
             stats=report.stats,
         )
         if self.diff_mode:

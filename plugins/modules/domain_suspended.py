@@ -32,7 +32,7 @@ options:
         guest). Prefix with V(name:), V(domid:) or V(uuid:) to force one reading.
       - An explicit name, domid or UUID must match exactly one domain.
       - A pattern may match nothing. It never selects dom0, the xenstore domain or O(protected)
-        domains, and reports those under RV(skipped).
+        domains, and reports those under RV(skipped_domains).
       - Results are returned in this order. A pattern's matches come in domid order.
     type: list
     elements: str
@@ -220,7 +220,7 @@ failed_domains:
   returned: always
   type: list
   elements: str
-skipped:
+skipped_domains:
   description: Domains a pattern matched but that were left alone, and why.
   returned: always
   type: list
@@ -314,7 +314,7 @@ class DomainSuspendedModule(XenSuspendModule):
             suspended=report.suspended,
             unchanged=report.unchanged,
             failed_domains=report.failed,
-            skipped=selection.skipped,
+            skipped_domains=selection.skipped,
             stats=report.stats,
         )
         if self.diff_mode:

@@ -568,3 +568,15 @@ class FakeLocks(object):
                 locks.held.discard(domid)
 
         return _Lock()
+
+
+def run_suspend(world, tmp_path, targets=("*",), locks=None, **options):
+    """Select ``targets`` in ``world`` and run the suspend engine on them: (report, backends)."""
+    from ansible_collections.xen.suspend.plugins.module_utils._inventory import list_records
+    from ansible_collections.xen.suspend.plugins.module_utils._suspend_engine import SuspendEngine
+    from ansible_collections.xen.suspend.plugins.module_utils._targets import (
+        parse_selectors, select_targets)
+    backends = world.backends(tmp_path, locks=locks)
+    records = list_records(world.xenctrl, world.xenstore)
+    selection = select_targets(records, parse_selectors(list(targets)))
+    return SuspendEngine(backends, **options).run(selection.targets), backends

@@ -242,6 +242,9 @@ class Xc:
     """xc_interface + xenevtchn handle bound to one simulator."""
 
     def __init__(self, sim):
+        # The shims read these while the handle is in use; put back what was there on close(),
+        # so later tests (and their subprocesses) in the same session do not inherit them.
+        self._saved_env = dict((k, os.environ.get(k)) for k in ("XENSIM_SOCKET", "XENSIM_RUN_DIR"))
         os.environ["XENSIM_SOCKET"] = sim.env["XENSIM_SOCKET"]
         os.environ["XENSIM_RUN_DIR"] = sim.env["XENSIM_RUN_DIR"]
         self.ffi, self.ctrl, self.guest, self.ev = load_shims()
@@ -251,6 +254,11 @@ class Xc:
 
     def close(self):
         self.ctrl.xc_interface_close(self.xch)
+        for key, value in self._saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
     def info(self, domid):
         n = _check(self.ffi, self.ctrl.xc_domain_getinfolist(self.xch, domid, 1, self.buf))

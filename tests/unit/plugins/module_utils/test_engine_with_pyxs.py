@@ -24,7 +24,7 @@ from ansible_collections.xen.suspend.plugins.module_utils._targets import (
     parse_selectors, select_targets)
 from ansible_collections.xen.suspend.plugins.module_utils._xenstore import XenstoreClient
 
-from test_xenstore import WRITE, FakeXenstored
+from fake_xenstored import WRITE, FakeXenstored
 
 
 class RealTimeXenCtrl(object):
@@ -114,5 +114,5 @@ def test_concurrent_xenstore_suspends_over_pyxs(setup):
     # name, event channel, watch, write, read on the acknowledgement, unwatch
     assert max(trips) <= 6, trips
     assert all(value == b"" for path, value in server.nodes.items() if path.endswith(b"/control/shutdown"))
-    assert [w for w in server.watches] == []  # every watch was removed
+    assert list(server.watches) == []  # every watch was removed
     assert set(backends.ledger.read()) == set(r["uuid"] for r in report.results)

@@ -13,7 +13,7 @@ from ansible_collections.xen.suspend.plugins.module_utils._resume import ResumeE
 from ansible_collections.xen.suspend.plugins.module_utils._targets import parse_selectors
 
 from xen_fakes import FakeLocks, World
-from test_suspend_engine import run as run_suspend
+from xen_fakes import run_suspend
 
 
 def resume(world, tmp_path, selectors=(), force=False, locks=None, **options):

@@ -18,15 +18,7 @@ from ansible_collections.xen.suspend.plugins.module_utils._targets import (
     parse_selectors, select_targets)
 
 from xen_fakes import FakeLocks, World
-
-
-def run(world, tmp_path, targets=("*",), locks=None, **options):
-    backends = world.backends(tmp_path, locks=locks)
-    records = list_records(world.xenctrl, world.xenstore)
-    selection = select_targets(records, parse_selectors(list(targets)))
-    engine = SuspendEngine(backends, **options)
-    report = engine.run(selection.targets)
-    return report, backends
+from xen_fakes import run_suspend as run
 
 
 def by_name(report):
@@ -90,7 +82,7 @@ def test_event_channel_path_drains_notifies_and_unsubscribes(tmp_path):
 def test_event_channel_path_needs_no_release_domain(tmp_path):
     world = World(release_events=False)
     guest = world.add_domain(4, "legacy", evtchn_port=9, behaviour="ignore", suspend_delay=2.0)
-    report, _ = run(world, tmp_path)
+    report, _backends = run(world, tmp_path)
     assert by_name(report)["legacy"]["error"] is None
     assert guest.suspended
 
@@ -98,7 +90,7 @@ def test_event_channel_path_needs_no_release_domain(tmp_path):
 def test_direct_path_for_hvm_without_pv_drivers(tmp_path):
     world = World()
     guest = world.add_domain(5, "win", hvm=True, callback_irq=0, behaviour="ignore")
-    report, _ = run(world, tmp_path)
+    report, _backends = run(world, tmp_path)
     result = by_name(report)["win"]
     assert result["error"] is None
     assert result["method"] == "direct"
@@ -112,7 +104,7 @@ def test_direct_path_for_hvm_without_pv_drivers(tmp_path):
 def test_direct_path_completes_by_polling_without_release_domain(tmp_path):
     world = World(release_events=False)
     guest = world.add_domain(5, "win", hvm=True, callback_irq=0)
-    report, _ = run(world, tmp_path)
+    report, _backends = run(world, tmp_path)
     assert by_name(report)["win"]["error"] is None
     assert guest.suspended
 
@@ -121,7 +113,7 @@ def test_hvm_with_pv_drivers_uses_xenstore(tmp_path):
     world = World()
     world.add_domain(6, "hvm-pv", hvm=True, callback_irq=1)
     world.add_domain(7, "pvh", hvm=True, dtype="pvh", callback_irq=0)
-    report, _ = run(world, tmp_path)
+    report, _backends = run(world, tmp_path)
     results = by_name(report)
     assert results["hvm-pv"]["method"] == "xenstore"
     assert results["pvh"]["method"] == "xenstore"  # PVH never takes the direct path
@@ -131,7 +123,7 @@ def test_hvm_with_pv_drivers_uses_xenstore(tmp_path):
 def test_acknowledgement_by_removing_the_node(tmp_path):
     world = World()
     guest = world.add_domain(3, "win-old", behaviour="ack_remove")
-    report, _ = run(world, tmp_path)
+    report, _backends = run(world, tmp_path)
     assert by_name(report)["win-old"]["error"] is None
     assert guest.suspended
 
@@ -141,7 +133,7 @@ def test_acknowledgement_by_removing_the_node(tmp_path):
 def test_not_acknowledged_withdraws_request_and_never_resumes(tmp_path):
     world = World()
     guest = world.add_domain(3, "mute", behaviour="ignore")
-    report, _ = run(world, tmp_path, ack_timeout=2.0, continue_on_error=True)
+    report, _backends = run(world, tmp_path, ack_timeout=2.0, continue_on_error=True)
     result = by_name(report)["mute"]
     assert result["error"]["kind"] == "not_acknowledged"
     assert result["error"]["phase"] == "acknowledge"
@@ -158,7 +150,7 @@ def test_cancel_transaction_retries_on_eagain(tmp_path):
     world = World()
     world.add_domain(3, "mute", behaviour="ignore")
     world.xenstore.commit_conflicts = 2
-    report, _ = run(world, tmp_path, ack_timeout=1.0, continue_on_error=True)
+    report, _backends = run(world, tmp_path, ack_timeout=1.0, continue_on_error=True)
     assert by_name(report)["mute"]["error"]["kind"] == "not_acknowledged"
     assert world.xenstore.transactions == 3
 
@@ -167,7 +159,7 @@ def test_last_minute_acknowledgement_counts(tmp_path):
     world = World()
     # Acknowledges at 0.9 s, but no watch event reaches us: only the cancel transaction sees it.
     guest = world.add_domain(3, "quiet", behaviour="ack_silent", ack_delay=0.9, suspend_delay=0.5)
-    report, _ = run(world, tmp_path, ack_timeout=1.0)
+    report, _backends = run(world, tmp_path, ack_timeout=1.0)
     result = by_name(report)["quiet"]
     assert result["error"] is None, result
     assert guest.suspended
@@ -178,7 +170,7 @@ def test_last_minute_acknowledgement_counts(tmp_path):
 def test_ack_then_crash_fails_without_resume(tmp_path):
     world = World()
     guest = world.add_domain(3, "crashy", behaviour="ack_crash")
-    report, _ = run(world, tmp_path, continue_on_error=True)
+    report, _backends = run(world, tmp_path, continue_on_error=True)
     result = by_name(report)["crashy"]
     assert result["error"]["kind"] == "unexpected_shutdown"
     assert "crash" in result["error"]["message"]
@@ -190,7 +182,7 @@ def test_ack_then_crash_fails_without_resume(tmp_path):
 def test_domain_vanishing_is_reported(tmp_path):
     world = World()
     world.add_domain(3, "gone", behaviour="ack_vanish")
-    report, _ = run(world, tmp_path, continue_on_error=True)
+    report, _backends = run(world, tmp_path, continue_on_error=True)
     result = by_name(report)["gone"]
     assert result["error"]["kind"] == "vanished"
     assert result["after"] == "absent"
@@ -199,7 +191,7 @@ def test_domain_vanishing_is_reported(tmp_path):
 def test_acknowledged_but_not_suspended_times_out_in_quiesce(tmp_path):
     world = World()
     world.add_domain(3, "frozen", behaviour="ack_no_suspend")
-    report, _ = run(world, tmp_path, timeout=3.0, continue_on_error=True)
+    report, _backends = run(world, tmp_path, timeout=3.0, continue_on_error=True)
     result = by_name(report)["frozen"]
     assert result["error"]["kind"] == "timeout"
     assert result["error"]["phase"] == "quiesce"
@@ -211,7 +203,7 @@ def test_guest_suspending_after_the_timeout_is_reported_truthfully(tmp_path):
     world = World()
     late = world.add_domain(3, "late", suspend_delay=1.5)
     world.add_domain(4, "slow", ack_delay=2.5)  # keeps the run going past late's suspend
-    report, _ = run(world, tmp_path, timeout=1.0, ack_timeout=5.0, continue_on_error=True)
+    report, _backends = run(world, tmp_path, timeout=1.0, ack_timeout=5.0, continue_on_error=True)
     result = by_name(report)["late"]
     assert result["error"]["kind"] == "timeout"
     assert result["after"] == "suspended"
@@ -223,7 +215,7 @@ def test_guest_suspending_after_the_timeout_is_reported_truthfully(tmp_path):
 def test_busy_lock_is_reported_and_nothing_is_requested(tmp_path):
     world = World()
     guest = world.add_domain(3, "saving")
-    report, _ = run(world, tmp_path, locks=FakeLocks(busy={3}), continue_on_error=True)
+    report, _backends = run(world, tmp_path, locks=FakeLocks(busy={3}), continue_on_error=True)
     result = by_name(report)["saving"]
     assert result["error"]["kind"] == "busy"
     assert result["error"]["phase"] == "lock"
@@ -251,7 +243,7 @@ def test_xenstore_timeout_names_domain_and_phase(tmp_path):
 def test_hostile_event_channel_value_falls_back_to_xenstore(tmp_path, value):
     world = World()
     guest = world.add_domain(3, "evil", evtchn_value=value)
-    report, _ = run(world, tmp_path)
+    report, _backends = run(world, tmp_path)
     result = by_name(report)["evil"]
     assert result["method"] == "xenstore"
     assert result["error"] is None
@@ -263,7 +255,7 @@ def test_hostile_event_channel_value_falls_back_to_xenstore(tmp_path, value):
 def test_unbindable_event_channel_falls_back_in_auto(tmp_path):
     world = World()
     guest = world.add_domain(3, "liar", evtchn_value=b"33")  # advertises a port it never opened
-    report, _ = run(world, tmp_path)
+    report, _backends = run(world, tmp_path)
     result = by_name(report)["liar"]
     assert result["error"] is None
     assert result["method"] == "xenstore"
@@ -275,7 +267,7 @@ def test_unbindable_event_channel_falls_back_in_auto(tmp_path):
 def test_forced_event_channel_without_port_is_a_lookup_error(tmp_path):
     world = World()
     guest = world.add_domain(3, "modern")
-    report, _ = run(world, tmp_path, method="event_channel")
+    report, _backends = run(world, tmp_path, method="event_channel")
     result = by_name(report)["modern"]
     assert result["error"]["kind"] == "method_unavailable"
     assert result["error"]["phase"] == "lookup"
@@ -286,7 +278,7 @@ def test_forced_event_channel_without_port_is_a_lookup_error(tmp_path):
 def test_forced_direct_on_pv_is_refused(tmp_path):
     world = World()
     world.add_domain(3, "pv")
-    report, _ = run(world, tmp_path, method="direct")
+    report, _backends = run(world, tmp_path, method="direct")
     assert report.results[0]["error"]["kind"] == "method_unavailable"
     assert world.xenctrl.shutdowns == []
 
@@ -320,7 +312,7 @@ def test_mixed_methods_in_one_run(tmp_path):
     a = world.add_domain(1, "xs")
     b = world.add_domain(2, "ev", evtchn_port=5, behaviour="ignore")
     c = world.add_domain(3, "hvm", hvm=True)
-    report, _ = run(world, tmp_path)
+    report, _backends = run(world, tmp_path)
     assert [r["method"] for r in report.results] == ["xenstore", "event_channel", "direct"]
     assert a.suspended and b.suspended and c.suspended
 
@@ -329,7 +321,7 @@ def test_first_failure_stops_new_admissions(tmp_path):
     world = World()
     world.add_domain(1, "mute", behaviour="ignore")
     second = world.add_domain(2, "fine")
-    report, _ = run(world, tmp_path, parallel=1, ack_timeout=1.0)
+    report, _backends = run(world, tmp_path, parallel=1, ack_timeout=1.0)
     results = by_name(report)
     assert results["mute"]["error"]["kind"] == "not_acknowledged"
     assert results["fine"]["error"]["kind"] == "not_attempted"
@@ -340,7 +332,7 @@ def test_lookup_failure_touches_nothing_without_continue_on_error(tmp_path):
     world = World()
     world.add_domain(1, "paused", paused=True)
     fine = world.add_domain(2, "fine")
-    report, _ = run(world, tmp_path)
+    report, _backends = run(world, tmp_path)
     results = by_name(report)
     assert results["paused"]["error"]["kind"] == "paused"
     assert results["fine"]["error"]["kind"] == "not_attempted"
@@ -356,7 +348,7 @@ def test_already_suspended_and_recorded_is_unchanged(tmp_path):
     guest.shutdown_code = 2
     ledger = Ledger(str(tmp_path / "ledger" / "ledger.json"))
     ledger.update(lambda e: e.update({guest.uuid: make_entry(guest.uuid, 3, "web1", "xenstore")}))
-    report, _ = run(world, tmp_path)
+    report, _backends = run(world, tmp_path)
     result = by_name(report)["web1"]
     assert result["changed"] is False and result["error"] is None
     assert report.unchanged == ["web1"] and not report.changed
@@ -368,7 +360,7 @@ def test_suspended_but_unrecorded_is_left_alone(tmp_path):
     world = World()
     guest = world.add_domain(3, "migrating")
     guest.shutdown_code = 2
-    report, _ = run(world, tmp_path, continue_on_error=True)
+    report, _backends = run(world, tmp_path, continue_on_error=True)
     assert report.results[0]["error"]["kind"] == "unrecorded_suspend"
     assert ledger_entries(tmp_path) is None
 
@@ -377,7 +369,7 @@ def test_check_mode_touches_nothing(tmp_path):
     world = World()
     guest = world.add_domain(3, "web1")
     world.add_domain(4, "ev", evtchn_port=5)
-    report, _ = run(world, tmp_path, check_mode=True)
+    report, _backends = run(world, tmp_path, check_mode=True)
     assert [r["method"] for r in report.results] == ["xenstore", "event_channel"]
     assert all(r["changed"] and r["after"] == "suspended" for r in report.results)
     assert guest.requests == 0 and not guest.suspended
@@ -435,7 +427,7 @@ def test_event_storm_from_guest_does_not_break_the_loop(tmp_path):
             world.schedule(0.001, hammer)
 
     world.schedule(0.01, hammer)
-    report, _ = run(world, tmp_path)
+    report, _backends = run(world, tmp_path)
     assert report.results[0]["error"] is None
     assert guest.suspended
     # polls are rate-limited: far fewer domain-info calls than events
@@ -446,7 +438,7 @@ def test_subscribe_failure_unbinds_and_fails(tmp_path):
     world = World()
     world.add_domain(4, "legacy", evtchn_port=7)
     world.xenctrl.fail["xc_domain_subscribe_for_suspend"] = errno.EPERM
-    report, _ = run(world, tmp_path, method="event_channel", continue_on_error=True)
+    report, _backends = run(world, tmp_path, method="event_channel", continue_on_error=True)
     error = report.results[0]["error"]
     assert error["kind"] == "call_failed" and error["phase"] == "request"
     assert error["errno"] == "EPERM"
@@ -472,7 +464,7 @@ def test_uncertain_request_keeps_the_intent(tmp_path):
     world = World()
     guest = world.add_domain(3, "web1")
     world.xenstore.fail["write"] = XenstoreTimeout("no reply within 10.0 s", op="write")
-    report, _ = run(world, tmp_path, continue_on_error=True)
+    report, _backends = run(world, tmp_path, continue_on_error=True)
     result = report.results[0]
     assert result["error"]["kind"] == "xenstore_timeout"
     assert any("may still be pending" in note for note in result["notes"])
@@ -483,7 +475,7 @@ def test_request_that_cannot_be_withdrawn_is_reported(tmp_path):
     world = World()
     guest = world.add_domain(3, "mute", behaviour="ignore")
     world.xenstore.fail["transaction_start"] = XenstoreTimeout("no reply", op="transaction_start")
-    report, _ = run(world, tmp_path, ack_timeout=1.0, continue_on_error=True)
+    report, _backends = run(world, tmp_path, ack_timeout=1.0, continue_on_error=True)
     error = report.results[0]["error"]
     assert error["kind"] == "not_acknowledged" and error["phase"] == "acknowledge"
     assert "could not be withdrawn" in error["message"]
@@ -496,7 +488,7 @@ def test_failure_inside_a_batch_stops_the_rest_of_the_batch(tmp_path):
     world.add_domain(1, "hvm", hvm=True)
     others = [world.add_domain(domid, "pv%d" % domid) for domid in (2, 3)]
     world.xenctrl.fail["xc_domain_shutdown"] = errno.EPERM
-    report, _ = run(world, tmp_path, parallel=4)
+    report, _backends = run(world, tmp_path, parallel=4)
     results = by_name(report)
     assert results["hvm"]["error"]["kind"] == "call_failed"
     assert results["hvm"]["error"]["phase"] == "request"
@@ -517,7 +509,7 @@ def test_guest_flooding_its_control_node_costs_bounded_reads(tmp_path):
             world.schedule(0.0002, flood)
 
     world.schedule(0.001, flood)
-    report, _ = run(world, tmp_path)
+    report, _backends = run(world, tmp_path)
     result = report.results[0]
     assert result["error"] is None and guest.suspended
     assert len(fired) > 4000

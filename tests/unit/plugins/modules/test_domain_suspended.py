@@ -40,7 +40,8 @@ def test_suspends_and_reports(tmp_path, monkeypatch, capsys):
     assert result["suspended"] == ["web1", "db1"]
     assert result["unchanged"] == [] and result["failed_domains"] == []
     assert [d["method"] for d in result["domains"]] == ["xenstore", "event_channel"]
-    assert result["skipped"][0]["domid"] == 0
+    assert result["skipped_domains"][0]["domid"] == 0
+    assert "skipped" not in result  # Ansible would call the whole task skipped
     assert result["stats"]["domains"] == 2 and result["stats"]["attempted"] == 2
     assert web.suspended and db.suspended
     assert run.factory_calls == [{"ledger_path": ledger_path(tmp_path),
