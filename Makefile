@@ -36,7 +36,7 @@ $(VENV)/.installed: requirements-dev.txt
 # The ecosystem gates (sanity, units, lint, build, docs, ...), then one pytest run with one
 # summary: unit tests, the simulated dom0, roles and modules against it, real Xen in QEMU.
 # Both always run; the target fails if either failed.
-TEST_DIRS := tests/unit tests/xensim/tests tests/roles tests/xen
+TEST_DIRS := tests/unit tests/xensim/tests tests/roles tests/integration tests/xen
 test: deps venv
 	@gates=0; VENV=$(VENV) tests/gates/run-gates.sh || gates=$$?; \
 	$(PYTEST) $(TEST_DIRS); rc=$$?; \
