@@ -15,6 +15,7 @@ made the hypercall itself (direct method) -- then XS_RESUME, so C xenstored re-a
 synchronous hypercalls per domain, so domains are done one after another.
 """
 
+import calendar
 import time
 
 from ansible_collections.xen.suspend.plugins.module_utils._domain_state import (
@@ -23,10 +24,23 @@ from ansible_collections.xen.suspend.plugins.module_utils._errors import (
     DomainOperationError, LedgerError, TargetError, XenSuspendError, XenstoreError)
 from ansible_collections.xen.suspend.plugins.module_utils._phases import (
     LOCK, LOOKUP, RESUME, VERIFY, PhaseTimer)
+from ansible_collections.xen.suspend.plugins.module_utils._ledger import STATE_INTENT
 from ansible_collections.xen.suspend.plugins.module_utils._targets import (
     KIND_DOMID, KIND_NAME, KIND_UUID, refusal, select_targets)
+from ansible_collections.xen.suspend.plugins.module_utils._xenstore import withdraw_suspend_request
 
 VERIFY_POLL = 0.005
+# How long after its intent an answered request may still turn into a suspend: libxl's 60 s
+# acknowledgement plus 60 s quiesce, with room to spare.
+ANSWERED_REQUEST_GRACE = 600
+
+
+def _recent(stamp, now=None):
+    try:
+        written = calendar.timegm(time.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ"))
+    except (TypeError, ValueError):
+        return False
+    return (time.time() if now is None else now) - written < ANSWERED_REQUEST_GRACE
 
 
 class ResumeJob(object):
@@ -239,10 +253,7 @@ class ResumeEngine(object):
             if not info.shut_down:
                 job.after = info.state
                 if job.entry is not None:
-                    job.remove_entry = True
-                    job.notes.append("not suspended (%s); its ledger entry (state %s) is removed"
-                                     % (info.state, job.entry.get("state")))
-                    self._thaw_monitor(job)
+                    self._settle_running_entry(job, info)
                 job.phases.stop()
                 return
             if not info.suspended:
@@ -281,6 +292,32 @@ class ResumeEngine(object):
             job.phases.stop()
             if lock is not None:
                 lock.release()
+
+    def _settle_running_entry(self, job, info):
+        """The ledger says we meant to suspend this domain, but it runs. An ``intent`` entry
+        means a suspend run stopped part-way (killed, say): its request may still wait in
+        ~/control/shutdown, and the guest would suspend later, unrecorded. Resuming means
+        wanting it running, so a request it has not answered is withdrawn; one it has answered
+        may be in progress, so the entry stays for a later run."""
+        if job.entry.get("state") == STATE_INTENT and not self.check_mode:
+            try:
+                withdrawn = withdraw_suspend_request(self.xs, job.record.domid)
+            except XenSuspendError as exc:
+                job.notes.append("a suspend request may still be pending (%s); the ledger entry "
+                                 "is kept" % exc)
+                return
+            if not withdrawn and _recent(job.entry.get("intent_at")):
+                job.notes.append("running, but the guest answered a suspend request (intent of %s) "
+                                 "and may still be suspending; the ledger entry is kept"
+                                 % job.entry.get("intent_at"))
+                return
+            if withdrawn:
+                job.changed = True
+                job.notes.append("withdrew the suspend request a stopped run left pending")
+        job.remove_entry = True
+        job.notes.append("not suspended (%s); its ledger entry (state %s) is removed"
+                         % (info.state, job.entry.get("state")))
+        self._thaw_monitor(job)
 
     def _thaw_vanished_monitors(self, plan):
         monitors = self.backends.monitors

@@ -45,7 +45,8 @@ from ansible_collections.xen.suspend.plugins.module_utils._phases import (
     ACKNOWLEDGE, LOCK, LOOKUP, QUIESCE, REQUEST, VERIFY, PhaseTimer)
 from ansible_collections.xen.suspend.plugins.module_utils._suspend_method import (
     AUTO, DIRECT, EVENT_CHANNEL, METHODS, XENSTORE, choose_method)
-from ansible_collections.xen.suspend.plugins.module_utils._xenstore import domain_path
+from ansible_collections.xen.suspend.plugins.module_utils._xenstore import (
+    domain_path, withdraw_suspend_request)
 
 STAGE_PENDING = "pending"
 STAGE_DRAIN = "drain"
@@ -506,19 +507,36 @@ class SuspendEngine(object):
                 job.request_uncertain = True
                 raise
         job.requested = True
-        # Events queued by now came from the watch registration or our own write, never
-        # from the guest, whose answer is causally later than our write's reply. C xenstored
-        # queues the event of our write before the reply (two events by now); oxenstored
-        # sends the reply first and that event right behind it (one event by now): skip
-        # the one still to come. A miscount costs one extra read or, at worst, waiting for
-        # the backstop poll; an acknowledgement is never taken for less than it is.
-        if self._drain_watches(stale_token=job.token) == 1:
-            job.skip_events = 1
+        replied_at = getattr(self.xs, "events_before_last_reply", None)
+        self._settle_own_events(job, self._drain_watches(stale_token=job.token), replied_at)
         job.phases.start(ACKNOWLEDGE)
         job.stage = STAGE_ACK
         start = self.clock()
         job.deadline = start + self.ack_timeout
         job.next_poll = start + self.poll_interval
+
+    @staticmethod
+    def _settle_own_events(job, own, replied_at):
+        """Tell our own events on this job's token from the guest's answer.
+
+        ``own`` are the arrival numbers of the token's events queued by now, ``replied_at`` how
+        many events had arrived before the reply to our write (None: not known). Before that
+        reply come the watch registration's event and, with C xenstored, our write's event;
+        oxenstored sends our write's event right after the reply. Whatever else is there is
+        the guest answering, already: pyxs' Router thread may queue it before we look.
+        """
+        if replied_at is None or None in own:
+            # Arrival order unknown: count them (C xenstored two, oxenstored one so far). A guest
+            # answering this fast then costs a wait for the backstop poll, never a false ack.
+            if len(own) == 1:
+                job.skip_events = 1
+            return
+        before = sum(1 for arrival in own if arrival <= replied_at)
+        after = len(own) - before
+        own_after_reply = 1 if before == 1 else 0
+        if after > own_after_reply:
+            job.fresh_event = True
+        job.skip_events = max(0, own_after_reply - after)
 
     def _request_direct(self, job, now):
         self.xc.shutdown(job.record.domid, SHUTDOWN_SUSPEND)
@@ -556,17 +574,19 @@ class SuspendEngine(object):
                 self._fail(job, exc, job.phases.current)
 
     def _drain_watches(self, stale_token=None):
-        """Dispatch queued watch events; returns how many carried ``stale_token``."""
+        """Dispatch queued watch events; returns the arrival numbers (None when the backend
+        does not number them) of those that carried ``stale_token``."""
         release = self._release_token
-        stale = 0
-        for _path, token in self.xs.events_nowait():
+        own = []
+        for event in self.xs.events_nowait():
+            token = event[1]
             if token == release:
                 for job in self._inflight:
                     if job.stage in (STAGE_ACK, STAGE_QUIESCE):
                         job.poll_requested = True
                 continue
             if token == stale_token:
-                stale += 1
+                own.append(event[2] if len(event) > 2 else None)
                 continue
             job = self._token_jobs.get(token)
             if job is not None and job.stage == STAGE_ACK:
@@ -574,7 +594,7 @@ class SuspendEngine(object):
                     job.skip_events -= 1
                     continue
                 job.fresh_event = True
-        return stale
+        return own
 
     def _watch_release(self):
         token = ("xen-suspend-%s-release" % self._run_tag).encode("ascii")
@@ -676,17 +696,9 @@ class SuspendEngine(object):
 
     def _ack_timeout(self, job):
         # A guest that answers while we give up still counts as having answered.
-        path = job.watch_path
-
-        def withdraw(tx):
-            if tx.read(path) != SUSPEND_VALUE:
-                return False, True
-            tx.write(path, b"")
-            return True, False
-
         try:
             with _counted(self.xs, job.record):
-                late_ack = self.xs.run_transaction(withdraw)
+                late_ack = not withdraw_suspend_request(self.xs, job.record.domid)
         except XenSuspendError as exc:
             job.request_uncertain = True
             raise DomainOperationError(

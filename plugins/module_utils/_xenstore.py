@@ -90,18 +90,40 @@ def domain_path(domid, relative=""):
 
 
 class WakingQueue(queue.Queue):
-    """A queue.Queue whose ``put`` also makes a pipe readable, to wake a select() loop."""
+    """A queue.Queue whose ``put`` also makes a pipe readable, to wake a select() loop.
+
+    Each event is stored as (path, token, arrival) where arrival counts the events delivered
+    so far; only pyxs' Router thread puts, so the count is exact."""
 
     def __init__(self, wake_fd):
         queue.Queue.__init__(self)
         self._wake_fd = wake_fd
+        self.arrivals = 0
 
     def put(self, item, block=True, timeout=None):
-        queue.Queue.put(self, item, block, timeout)
+        self.arrivals += 1
+        queue.Queue.put(self, (item[0], item[1], self.arrivals), block, timeout)
         try:
             os.write(self._wake_fd, b"w")
         except OSError:  # pipe full (a wake-up is pending anyway) or closed at shutdown
             pass
+
+
+class _ReplyStamps(dict):
+    """Stands in for pyxs' Router.rvars. The Router thread pops a request's slot right before
+    handing it the reply, after queueing every event that preceded that reply on the socket;
+    recording the event count at that moment tells, exactly, which events came before a
+    reply. (If a pyxs version does not use ``rvars`` this way, no stamps are recorded and
+    callers fall back to not knowing.)"""
+
+    def __init__(self, events):
+        dict.__init__(self)
+        self.events = events
+        self.stamps = {}
+
+    def pop(self, key, *default):
+        self.stamps[key] = self.events.arrivals
+        return dict.pop(self, key, *default)
 
 
 class _WatchSink(object):
@@ -147,6 +169,7 @@ class XenstoreClient(object):
         self.xenbus_path = xenbus_path
         self._environ = environ
         self.round_trips = 0
+        self.events_before_last_reply = None
         self.description = None
         self._router = None
         self._rq_ids = itertools.count(1)
@@ -178,6 +201,8 @@ class XenstoreClient(object):
             connection = XenBusConnection(device)
             self.description = "xenbus device %s" % device
         router = Router(connection)
+        if isinstance(getattr(router, "rvars", None), dict):
+            router.rvars = _ReplyStamps(self.events)
         try:
             router.start()
         except PyXSError as exc:
@@ -229,6 +254,7 @@ class XenstoreClient(object):
             raise XenstoreError("payload of %d bytes exceeds %d" % (len(payload), PAYLOAD_MAX),
                                 op=op_name, path=path_text)
         packet = Packet(op, payload, next(self._rq_ids), tx_id)
+        self.events_before_last_reply = None
         try:
             rvar = router.send(packet)
         except PyXSError as exc:
@@ -237,6 +263,9 @@ class XenstoreClient(object):
             raise XenstoreConnectionLost("send failed: %s" % exc, op=op_name, path=path_text)
         self.round_trips += 1
         reply = self._wait_reply(rvar, router, op_name, path_text)
+        stamps = getattr(router.rvars, "stamps", None)
+        if stamps is not None:
+            self.events_before_last_reply = stamps.pop(packet.rq_id, None)
         if reply.op == Op.ERROR:
             name = reply.payload.rstrip(NUL).decode("ascii", "replace")[:32]
             number = getattr(errno, name, None) if name.startswith("E") else None
@@ -423,7 +452,8 @@ class XenstoreClient(object):
         return self._wake_r
 
     def events_nowait(self, limit=100000):
-        """Every queued watch event as (path, token) bytes pairs, without blocking."""
+        """Every queued watch event as (path, token, arrival) without blocking; ``arrival``
+        compares with ``events_before_last_reply`` (see _ReplyStamps)."""
         try:
             while os.read(self._wake_r, 4096):
                 pass
@@ -435,7 +465,7 @@ class XenstoreClient(object):
                 event = self.events.get_nowait()
             except queue.Empty:
                 break
-            events.append((event[0], event[1]))
+            events.append(event)
         return events
 
     def wait_event(self, timeout):
@@ -450,3 +480,17 @@ class XenstoreClient(object):
 def _set_nonblocking(fd):
     flags = fcntl.fcntl(fd, fcntl.F_GETFL)
     fcntl.fcntl(fd, fcntl.F_SETFL, flags | os.O_NONBLOCK)
+
+
+def withdraw_suspend_request(xs, domid):
+    """Take back a ``suspend`` still waiting in ~/control/shutdown, atomically: True when it was
+    withdrawn, False when the guest had already answered (it may be suspending right now)."""
+    path = domain_path(domid, "control/shutdown")
+
+    def withdraw(tx):
+        if tx.read(path) != b"suspend":
+            return False, False
+        tx.write(path, b"")
+        return True, True
+
+    return xs.run_transaction(withdraw)

@@ -58,7 +58,7 @@ def test_watch_events_wake_a_select_loop(client, xenstored):
     client.watch(path, b"tok3")
     readable, _w, _x = select.select([client.fileno()], [], [], 2.0)
     assert readable
-    assert client.events_nowait() == [(path, b"tok3")]  # the registration event
+    assert client.events_nowait() == [(path, b"tok3", 1)]  # the registration event, first to arrive
     xenstored.guest_write(path, b"")
     event = client.wait_event(2.0)
     assert event == (path, b"tok3")
@@ -66,6 +66,26 @@ def test_watch_events_wake_a_select_loop(client, xenstored):
     xenstored.guest_write(path, b"again")
     assert client.wait_event(0.2) is None
     assert client.events_nowait() == []
+
+
+def test_replies_are_ordered_against_watch_events(client, xenstored):
+    """The client knows how many events arrived before each reply: what lets the engine tell its
+    own write's event from a guest's answer queued right behind it."""
+    path = b"/local/domain/3/control/shutdown"
+    client.watch(path, b"tok4")
+    assert client.events_before_last_reply is not None
+    client.write(path, b"suspend")
+    replied_at = client.events_before_last_reply
+    xenstored.guest_write(path, b"")  # the guest answers
+    deadline = time.monotonic() + 2
+    events = []
+    while len(events) < 3 and time.monotonic() < deadline:
+        events += client.events_nowait()
+        time.sleep(0.01)
+    arrivals = [arrival for _path, token, arrival in events if token == b"tok4"]
+    assert len(arrivals) == 3  # registration, our write, the guest's answer
+    assert arrivals[-1] > replied_at  # the answer came after our write's reply
+    assert arrivals[0] <= replied_at  # the registration before it
 
 
 def test_transaction_retries_on_eagain(client, xenstored):
