@@ -23,6 +23,11 @@ description:
   - Ledger entries whose domain no longer exists are reported in RV(vanished).
   - The module is idempotent. A recorded domain that is already running is reported unchanged,
     and its ledger entry is removed.
+  - An entry still in state C(intent) for a running domain means a suspend run stopped part-way
+    (it was killed, say), and its request may still wait in C(~/control/shutdown). A request the
+    guest has not answered is withdrawn atomically (reported changed), so the guest does not
+    suspend later with no ledger entry. If the guest has already answered, it may be suspending
+    right now, so the entry is kept for a later run (for up to 10 minutes after the intent).
 author:
   - xen.suspend maintainers (@xen-suspend)
 options:
