@@ -26,6 +26,7 @@ class DomainRecord(object):
         self.uuid = info.uuid
         self.name = name
         self.xs_trips = 0
+        self.prefetched_event_channel = None
         self._type = None
 
     def __repr__(self):
@@ -55,18 +56,22 @@ def counted_read(xenstore, record, path):
         record.xs_trips += xenstore.round_trips - before
 
 
-def read_name(xenstore, record):
-    record.name = decode_name(counted_read(xenstore, record, domain_path(record.domid, "name")))
-    return record.name
+def read_names(xenstore, records):
+    """Each record's name from ~/name, read in one pipelined batch."""
+    outcomes = xenstore.read_many([domain_path(record.domid, "name") for record in records])
+    for record, outcome in zip(records, outcomes):
+        record.xs_trips += 1
+        if outcome.error is not None:
+            raise outcome.error
+        record.name = decode_name(outcome.value)
 
 
 def list_records(xenctrl, xenstore, names_for=None):
     """Every domain as a DomainRecord. Names are read for all domains (names_for=None) or
     for the domids in ``names_for`` only."""
     records = [DomainRecord(info) for info in xenctrl.list_domains()]
-    for record in records:
-        if names_for is None or record.domid in names_for:
-            read_name(xenstore, record)
+    read_names(xenstore, [record for record in records
+                          if names_for is None or record.domid in names_for])
     return records
 
 
@@ -96,9 +101,29 @@ def hvm_params(xenctrl, record):
 
 
 def suspend_event_channel(xenstore, record):
-    """(port or None, reason) from ~/device/suspend/event-channel, validated."""
-    value = counted_read(xenstore, record, domain_path(record.domid, "device/suspend/event-channel"))
+    """(port or None, reason) from ~/device/suspend/event-channel, validated; the value
+    prefetch_event_channels() read, when it read one for this record."""
+    prefetched, record.prefetched_event_channel = record.prefetched_event_channel, None
+    if prefetched is None:
+        value = counted_read(xenstore, record, event_channel_path(record))
+    elif prefetched.error is not None:
+        raise prefetched.error
+    else:
+        value = prefetched.value
     return parse_event_channel(value)
+
+
+def event_channel_path(record):
+    return domain_path(record.domid, "device/suspend/event-channel")
+
+
+def prefetch_event_channels(xenstore, records):
+    """Read the suspend event channel of every record in one pipelined batch, for
+    suspend_event_channel() to use."""
+    outcomes = xenstore.read_many([event_channel_path(record) for record in records])
+    for record, outcome in zip(records, outcomes):
+        record.xs_trips += 1
+        record.prefetched_event_channel = outcome
 
 
 def read_control(xenstore, record, node):

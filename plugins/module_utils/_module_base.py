@@ -18,7 +18,7 @@ from ansible_collections.xen.suspend.plugins.module_utils._argument_spec import 
 from ansible_collections.xen.suspend.plugins.module_utils._backends import open_backends
 from ansible_collections.xen.suspend.plugins.module_utils._errors import (
     DependencyError, XenSuspendError)
-from ansible_collections.xen.suspend.plugins.module_utils._inventory import list_records, read_name
+from ansible_collections.xen.suspend.plugins.module_utils._inventory import list_records, read_names
 from ansible_collections.xen.suspend.plugins.module_utils._targets import (
     needs_names, parse_selectors)
 from ansible_collections.xen.suspend.plugins.module_utils._xen_libraries import (
@@ -74,9 +74,7 @@ class XenSuspendModule(object):
 
     @staticmethod
     def fill_names(backends, records):
-        for record in records:
-            if record.name is None:
-                read_name(backends.xenstore, record)
+        read_names(backends.xenstore, [record for record in records if record.name is None])
 
     def warn(self, message):
         self.module.warn(message)

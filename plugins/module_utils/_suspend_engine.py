@@ -38,7 +38,7 @@ from ansible_collections.xen.suspend.plugins.module_utils._errors import (
     DomainOperationError, LedgerError, TargetError, XenSuspendError, XenstoreConnectionLost,
     XenstoreTimeout)
 from ansible_collections.xen.suspend.plugins.module_utils._inventory import (
-    domain_type, hvm_params, suspend_event_channel)
+    domain_type, hvm_params, prefetch_event_channels, suspend_event_channel)
 from ansible_collections.xen.suspend.plugins.module_utils._ledger import (
     STATE_INTENT, STATE_SUSPENDED as LEDGER_SUSPENDED, make_entry, utc_timestamp)
 from ansible_collections.xen.suspend.plugins.module_utils._phases import (
@@ -216,6 +216,7 @@ class SuspendEngine(object):
 
         entries = self.backends.ledger.read()  # a damaged ledger stops us before anything
         infos = self._domain_infos([record.domid for record in records]) or {}
+        self._prefetch_event_channels(records, infos)
         jobs = [self._plan(record, entries, infos) for record in records]
         actionable = [job for job in jobs if job.actionable]
         lookup_failed = [job for job in jobs if job.error is not None]
@@ -248,6 +249,20 @@ class SuspendEngine(object):
         return SuspendReport(jobs, stats, self._errors)
 
     # == lookup ===============================================================================
+
+    def _prefetch_event_channels(self, records, infos):
+        """Every candidate's advertised event channel in one pipelined batch, instead of one
+        wait per domain during lookup."""
+        if self.method not in (AUTO, EVENT_CHANNEL):
+            return
+        candidates = []
+        for record in records:
+            info = infos.get(record.domid)
+            if info is not None and info.uuid == record.uuid and not (
+                    info.suspended or info.dying or info.shut_down or info.paused):
+                candidates.append(record)
+        if len(candidates) > 1:
+            prefetch_event_channels(self.xs, candidates)
 
     def _plan(self, record, entries, infos):
         job = SuspendJob(record, self.clock)
@@ -340,6 +355,7 @@ class SuspendEngine(object):
                 if backends.evtchn_opened and backends.evtchn.fileno() in ready:
                     self._drain_evtchn(now)
                 self._drain_watches()
+                self._read_acks(inflight, self.clock())
                 self._poll_due(inflight, self.clock())
                 for job in list(inflight):
                     if not job.done:
@@ -429,17 +445,19 @@ class SuspendEngine(object):
                     "the intent could not be recorded in the ledger, so no request was sent: %s"
                     % exc, kind="ledger_error"), REQUEST)
             return
+        by_xenstore = []
         for job in batch:
             job.intent_written = True
-            if self._stop_reason is not None:
-                # An earlier domain of this batch failed: send nothing more. The reconcile
-                # step removes the intent entries of these untouched domains.
-                self._release_resources(job)
-                self._not_attempted(job, self._stop_reason)
+            if self._held_back([job]):  # an earlier domain of this batch failed
                 continue
             self._inflight.append(job)
+            if job.method == XENSTORE:
+                job.phases.start(REQUEST)
+                by_xenstore.append(job)   # requested together, below
+                continue
             self._freeze_monitor(job)
             self._start_request(job, self.clock())
+        self._request_xenstore(by_xenstore)
 
     # == requests =============================================================================
 
@@ -449,7 +467,7 @@ class SuspendEngine(object):
             if job.method == EVENT_CHANNEL:
                 self._request_event_channel(job, now)
             elif job.method == XENSTORE:
-                self._request_xenstore(job, now)
+                self._request_xenstore([job])
             else:
                 self._request_direct(job, now)
         except XenSuspendError as exc:
@@ -473,7 +491,7 @@ class SuspendEngine(object):
             self._ledger_ops.append(("method", job.record.uuid, choice))
             self._set_method(job, choice)
             if choice.method == XENSTORE:
-                self._request_xenstore(job, now)
+                self._request_xenstore([job])
             else:
                 self._request_direct(job, now)
             return
@@ -492,28 +510,59 @@ class SuspendEngine(object):
         job.requested = True
         self._enter_quiesce(job, self.clock())
 
-    def _request_xenstore(self, job, now):
-        domid = job.record.domid
-        job.watch_path = domain_path(domid, "control/shutdown")
-        job.token = ("xen-suspend-%s-%d" % (self._run_tag, domid)).encode("ascii")
-        with _counted(self.xs, job.record):
+    def _request_xenstore(self, jobs):
+        """~/control/shutdown = "suspend" for every job: first a watch on each node, then the
+        write into each node whose watch is in place, each step one pipelined batch."""
+        if not jobs or self._held_back(jobs):
+            return
+        for job in jobs:
+            domid = job.record.domid
+            job.watch_path = domain_path(domid, "control/shutdown")
+            job.token = ("xen-suspend-%s-%d" % (self._run_tag, domid)).encode("ascii")
             self._token_jobs[job.token] = job
-            self.xs.watch(job.watch_path, job.token)
+        watched = []
+        for job, outcome in zip(jobs, self.xs.watch_many([(job.watch_path, job.token) for job in jobs])):
+            job.record.xs_trips += 1
+            if outcome.error is not None:
+                self._token_jobs.pop(job.token, None)
+                self._fail(job, outcome.error, REQUEST)
+                continue
             job.watching = True
-            try:
-                self.xs.write(job.watch_path, SUSPEND_VALUE)
-            except (XenstoreTimeout, XenstoreConnectionLost):
-                # The write may have reached xenstored (and the guest) all the same.
-                job.request_uncertain = True
-                raise
-        job.requested = True
-        replied_at = getattr(self.xs, "events_before_last_reply", None)
-        self._settle_own_events(job, self._drain_watches(stale_token=job.token), replied_at)
-        job.phases.start(ACKNOWLEDGE)
-        job.stage = STAGE_ACK
+            watched.append(job)
+        if self._held_back(watched):  # a watch failed and continue_on_error is false
+            return
+        for job in watched:
+            self._freeze_monitor(job)
+        requested = []
+        outcomes = self.xs.write_many([(job.watch_path, SUSPEND_VALUE) for job in watched])
+        for job, outcome in zip(watched, outcomes):
+            job.record.xs_trips += 1
+            if outcome.error is not None:
+                # A write that timed out or lost the connection may have reached the guest.
+                job.request_uncertain = isinstance(outcome.error,
+                                                   (XenstoreTimeout, XenstoreConnectionLost))
+                self._fail(job, outcome.error, REQUEST)
+                continue
+            job.requested = True
+            requested.append((job, outcome.events_before))
+        own = self._drain_watches(own_tokens=set(job.token for job, _ in requested))
         start = self.clock()
-        job.deadline = start + self.ack_timeout
-        job.next_poll = start + self.poll_interval
+        for job, replied_at in requested:
+            self._settle_own_events(job, own.get(job.token, []), replied_at)
+            job.phases.start(ACKNOWLEDGE, start)
+            job.stage = STAGE_ACK
+            job.deadline = start + self.ack_timeout
+            job.next_poll = start + self.poll_interval
+
+    def _held_back(self, jobs):
+        """True when a failure stopped the run: ``jobs`` then give back what they hold and are
+        reported not attempted (their intents are removed by _reconcile)."""
+        if self._stop_reason is None:
+            return False
+        for job in jobs:
+            self._release_resources(job)
+            self._not_attempted(job, self._stop_reason)
+        return True
 
     @staticmethod
     def _settle_own_events(job, own, replied_at):
@@ -573,11 +622,12 @@ class SuspendEngine(object):
             except XenSuspendError as exc:
                 self._fail(job, exc, job.phases.current)
 
-    def _drain_watches(self, stale_token=None):
-        """Dispatch queued watch events; returns the arrival numbers (None when the backend
-        does not number them) of those that carried ``stale_token``."""
+    def _drain_watches(self, own_tokens=()):
+        """Dispatch queued watch events; returns {token: [arrival numbers]} (None when the
+        backend does not number them) of those carrying one of ``own_tokens``: the watches
+        of requests just sent, whose events _settle_own_events sorts out."""
         release = self._release_token
-        own = []
+        own = {}
         for event in self.xs.events_nowait():
             token = event[1]
             if token == release:
@@ -585,8 +635,8 @@ class SuspendEngine(object):
                     if job.stage in (STAGE_ACK, STAGE_QUIESCE):
                         job.poll_requested = True
                 continue
-            if token == stale_token:
-                own.append(event[2] if len(event) > 2 else None)
+            if token in own_tokens:
+                own.setdefault(token, []).append(event[2] if len(event) > 2 else None)
                 continue
             job = self._token_jobs.get(token)
             if job is not None and job.stage == STAGE_ACK:
@@ -625,11 +675,7 @@ class SuspendEngine(object):
                     self._notify_event_channel(job, now)
                 return
             if job.stage == STAGE_ACK:
-                if job.fresh_event and now >= self._earliest_read(job, now):
-                    job.fresh_event = False
-                    job.last_read = now
-                    self._check_ack(job)
-                if job.stage == STAGE_ACK and self.clock() >= job.deadline:
+                if self.clock() >= job.deadline:
                     self._ack_timeout(job)
             elif job.stage == STAGE_QUIESCE and now >= job.deadline:
                 self._quiesce_timeout(job)
@@ -684,15 +730,41 @@ class SuspendEngine(object):
                 % reason_name(info.shutdown_reason), kind="unexpected_shutdown")
         return False
 
-    def _check_ack(self, job):
-        with _counted(self.xs, job.record):
-            value = self.xs.read(job.watch_path)
-        if value != SUSPEND_VALUE:
-            self._acknowledged(job)
+    def _read_acks(self, jobs, now):
+        """Read ~/control/shutdown of every job whose watch fired, in one pipelined batch; a
+        guest that no longer leaves "suspend" there has answered."""
+        due = [job for job in jobs if not job.done and job.stage == STAGE_ACK and job.fresh_event
+               and now >= self._earliest_read(job, now)]
+        if not due:
+            return
+        answered = []
+        for job, outcome in zip(due, self.xs.read_many([job.watch_path for job in due])):
+            job.fresh_event = False
+            job.last_read = now
+            job.record.xs_trips += 1
+            if outcome.error is not None:
+                self._fail(job, outcome.error, job.phases.current)
+            elif outcome.value != SUSPEND_VALUE:
+                answered.append(job)
+        self._acknowledged(answered)
 
-    def _acknowledged(self, job):
-        self._drop_watch(job)
-        self._enter_quiesce(job, self.clock())
+    def _acknowledged(self, jobs):
+        """The guests of ``jobs`` answered: their watches go (one pipelined batch), then they
+        are waited for to suspend."""
+        watching = [job for job in jobs if job.watching]
+        for job in watching:
+            job.watching = False
+            self._token_jobs.pop(job.token, None)
+        failed = set()
+        outcomes = self.xs.unwatch_many([(job.watch_path, job.token) for job in watching])
+        for job, outcome in zip(watching, outcomes):
+            job.record.xs_trips += 1
+            if outcome.error is not None:
+                failed.add(id(job))
+                self._fail(job, outcome.error, job.phases.current)
+        for job in jobs:
+            if id(job) not in failed:
+                self._enter_quiesce(job, self.clock())
 
     def _ack_timeout(self, job):
         # A guest that answers while we give up still counts as having answered.
@@ -707,7 +779,7 @@ class SuspendEngine(object):
                 % (self.ack_timeout, exc), kind="not_acknowledged")
         if late_ack:
             job.notes.append("acknowledged at the last moment")
-            self._acknowledged(job)
+            self._acknowledged([job])
             return
         info = self.xc.domain_info(job.record.domid)
         if info is not None and info.suspended and info.uuid == job.record.uuid:

@@ -11,6 +11,8 @@ Xen answers EACCES to a mismatched library).
 """
 
 import os
+import re
+import sysconfig
 
 try:
     import cffi
@@ -84,6 +86,11 @@ XENEVTCHN_SONAME = "libxenevtchn.so.1"
 PROBE_VERSIONS = tuple((4, minor) for minor in range(22, 13, -1))
 
 SYSFS_VERSION_DIR = "/sys/hypervisor/version"
+
+# Where the dynamic loader looks besides LD_LIBRARY_PATH and ld.so.conf (Debian installs
+# libxenmisc into the multiarch directory).
+SYSTEM_LIBRARY_DIRS = ("/lib", "/usr/lib", "/lib64", "/usr/lib64", "/usr/local/lib")
+_XENCTRL_FILE_RE = re.compile(r"^libxenctrl\.so\.(\d+)\.(\d+)\Z")
 
 CFFI_INSTALL_HINT = "python3-cffi (Debian/Ubuntu) or 'pip install cffi'"
 
@@ -200,12 +207,51 @@ def _default_dlopen(ffi, name):
     return ffi.dlopen(name)
 
 
+def library_search_dirs(environ=None):
+    """LD_LIBRARY_PATH's directories, then the multiarch and plain system library directories."""
+    environ = os.environ if environ is None else environ
+    dirs = [d for d in (environ.get("LD_LIBRARY_PATH") or "").split(":") if d]
+    multiarch = sysconfig.get_config_var("MULTIARCH")
+    if multiarch:
+        dirs += ["/lib/" + multiarch, "/usr/lib/" + multiarch]
+    return dirs + list(SYSTEM_LIBRARY_DIRS)
+
+
+def installed_versions(dirs):
+    """Versions whose libxenctrl.so.X.Y is present in ``dirs``, newest first.
+
+    Only an ordering hint for probing: a failed ffi.dlopen() of a bare soname makes cffi fall
+    back to ctypes.util.find_library(), which spawns ldconfig and a compiler (tens of ms per
+    absent version); dlopen() still decides what actually loads."""
+    found = set()
+    for directory in dirs:
+        try:
+            names = os.listdir(directory)
+        except OSError:
+            continue
+        for name in names:
+            match = _XENCTRL_FILE_RE.match(name)
+            if match:
+                found.add((int(match.group(1)), int(match.group(2))))
+    return sorted(found, reverse=True)
+
+
+def probe_order(detected, installed):
+    """The sysfs version first, then installed ones, then every other supported version."""
+    order = [detected] if detected else []
+    for version in [v for v in installed if v in PROBE_VERSIONS] + list(PROBE_VERSIONS):
+        if version not in order:
+            order.append(version)
+    return order
+
+
 def load_xen_libraries(sysfs_dir=SYSFS_VERSION_DIR, versions=None, dlopen=None, ffi=None,
-                       detected_from=None):
+                       detected_from=None, search_dirs=None):
     """Open the libxenctrl matching the hypervisor.
 
     The version comes from ``versions`` (tests, or a second attempt), else from sysfs, else
-    from probing 4.22 down to 4.14. When sysfs names a version whose library cannot be
+    from probing: versions whose library is installed first (probe_order), then 4.22 down to
+    4.14. When sysfs names a version whose library cannot be
     opened the others are probed too: /sys/hypervisor also exists inside a Xen guest, where
     it describes the outer hypervisor, not the one these libraries talk to. Either way the
     caller confirms the version with xc_version once an interface is open
@@ -218,7 +264,10 @@ def load_xen_libraries(sysfs_dir=SYSFS_VERSION_DIR, versions=None, dlopen=None, 
     detected = None
     if versions is None:
         detected = read_hypervisor_version(sysfs_dir)
-        versions = ([detected] if detected else []) + [v for v in PROBE_VERSIONS if v != detected]
+        installed = []
+        if detected is None:
+            installed = installed_versions(library_search_dirs() if search_dirs is None else search_dirs)
+        versions = probe_order(detected, installed)
     errors = []
     for version in versions:
         name = xenctrl_soname(version)

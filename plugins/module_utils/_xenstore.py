@@ -12,8 +12,14 @@ lost connection or a missing reply becomes an exception.
 
 Watch events are delivered into a queue that also writes a byte into a pipe, so an event loop
 can ``select()`` on the pipe together with other file descriptors.
+
+The ``*_many`` calls pipeline: they put up to PIPELINE_DEPTH requests on the connection before
+waiting for the first reply. xenstored answers one connection's requests in the order they were
+sent, so a batch of N costs one round trip plus N times xenstored's own work instead of N waits
+(each wait is a hand-over to pyxs' Router thread and back); per-path order is kept.
 """
 
+import collections
 import errno
 import fcntl
 import itertools
@@ -57,6 +63,10 @@ _VALUE_RE = re.compile(br"^[\x20-\x7e]*\Z")
 
 # How often a waiting caller re-checks that the Router thread is alive.
 _LIVENESS_SLICE = 0.2
+
+# Requests a pipelined batch keeps outstanding. Enough to hide the hand-over latency; small
+# enough that xenstored's per-connection output buffer and quotas never come into play.
+PIPELINE_DEPTH = 64
 
 _OP_NAMES = {
     1: "directory", 2: "read", 4: "watch", 5: "unwatch", 6: "transaction_start",
@@ -148,6 +158,26 @@ class _TransactionView(object):
 
     def rm(self, path):
         self.client.rm(path, tx_id=self.tx_id)
+
+
+class Outcome(object):
+    """One request of a pipelined batch: ``value`` (a read's bytes, None for a missing node),
+    or ``error`` (the XenstoreError the single call would have raised); ``events_before`` is
+    how many watch events had arrived before its reply (None: not known)."""
+
+    __slots__ = ("value", "error", "events_before")
+
+    def __init__(self, value=None, error=None, events_before=None):
+        self.value = value
+        self.error = error
+        self.events_before = events_before
+
+    @property
+    def ok(self):
+        return self.error is None
+
+    def __repr__(self):
+        return "Outcome(%r, %r)" % (self.value, self.error)
 
 
 class XenstoreClient(object):
@@ -242,6 +272,11 @@ class XenstoreClient(object):
     # -- requests ------------------------------------------------------------------------------
 
     def _request(self, op, payload, tx_id=0, path=None):
+        sent = self._send(op, payload, tx_id, path)
+        return self._finish(sent, time.monotonic() + self.timeout)
+
+    def _send(self, op, payload, tx_id, path):
+        """Put one request on the connection; what _finish needs to wait for its reply."""
         op_name = _OP_NAMES.get(op, "op %d" % op)
         path_text = path.decode("ascii", "replace") if isinstance(path, bytes) else path
         router = self._router
@@ -262,10 +297,15 @@ class XenstoreClient(object):
         except (OSError, IOError) as exc:  # pylint: disable=bad-except-order  # PyXSError is Exception without pyxs
             raise XenstoreConnectionLost("send failed: %s" % exc, op=op_name, path=path_text)
         self.round_trips += 1
-        reply = self._wait_reply(rvar, router, op_name, path_text)
+        return (op, packet.rq_id, rvar, router, op_name, path_text)
+
+    def _finish(self, sent, deadline):
+        """The reply payload of a sent request, or the XenstoreError it carries."""
+        op, rq_id, rvar, router, op_name, path_text = sent
+        reply = self._wait_reply(rvar, router, deadline, op_name, path_text)
         stamps = getattr(router.rvars, "stamps", None)
         if stamps is not None:
-            self.events_before_last_reply = stamps.pop(packet.rq_id, None)
+            self.events_before_last_reply = stamps.pop(rq_id, None)
         if reply.op == Op.ERROR:
             name = reply.payload.rstrip(NUL).decode("ascii", "replace")[:32]
             number = getattr(errno, name, None) if name.startswith("E") else None
@@ -274,8 +314,7 @@ class XenstoreClient(object):
             raise XenstoreError("unexpected reply type %d" % reply.op, op=op_name, path=path_text)
         return reply.payload
 
-    def _wait_reply(self, rvar, router, op_name, path_text):
-        deadline = time.monotonic() + self.timeout
+    def _wait_reply(self, rvar, router, deadline, op_name, path_text):
         condition = getattr(rvar, "condition", None)
         if condition is None or not hasattr(rvar, "target"):
             return self._wait_reply_in_thread(rvar, router, deadline, op_name, path_text)
@@ -360,6 +399,111 @@ class XenstoreClient(object):
         control_d when pyxs was imported.
         """
         self._ack(Op.RESUME, b"%d" % int(domid) + NUL, path=b"@resume")
+
+    # -- pipelined batches ---------------------------------------------------------------------
+
+    def _pipeline(self, requests):
+        """One Outcome per (op, payload, path) request, in order; ``value`` is the raw reply.
+
+        A reply that does not come within the timeout, or a lost connection, ends the batch:
+        requests already sent get that same error (they may have been carried out), requests
+        not sent yet a plain XenstoreError saying so."""
+        outcomes = [None] * len(requests)
+        window = collections.deque()
+        position = 0
+        broken = None
+        while position < len(requests) or window:
+            while position < len(requests) and len(window) < PIPELINE_DEPTH and broken is None:
+                op, payload, path = requests[position]
+                try:
+                    window.append((position, self._send(op, payload, 0, path),
+                                   time.monotonic() + self.timeout))
+                except XenstoreConnectionLost as exc:
+                    outcomes[position] = Outcome(error=exc)
+                    broken = exc
+                except XenstoreError as exc:
+                    outcomes[position] = Outcome(error=exc)
+                position += 1
+            if not window:
+                break
+            index, sent, deadline = window.popleft()
+            if broken is not None:
+                deadline = time.monotonic()  # only replies that are already here
+            try:
+                outcomes[index] = Outcome(self._finish(sent, deadline), None,
+                                          self.events_before_last_reply)
+            except (XenstoreTimeout, XenstoreConnectionLost) as exc:
+                if broken is not None:
+                    # Sent, unanswered, and the batch is over: it may still have been done.
+                    exc = type(broken)("no reply before the batch broke off (%s)" % broken,
+                                       op=sent[4], path=sent[5])
+                outcomes[index] = Outcome(error=exc)
+                broken = broken or exc
+            except XenstoreError as exc:
+                outcomes[index] = Outcome(error=exc, events_before=self.events_before_last_reply)
+        for index in range(len(requests)):
+            if outcomes[index] is None:
+                op, _payload, path = requests[index]
+                outcomes[index] = Outcome(error=XenstoreError(
+                    "not sent: an earlier request of the batch failed (%s)" % broken,
+                    op=_OP_NAMES.get(op), path=path.decode("ascii", "replace") if path else None))
+        return outcomes
+
+    def read_many(self, paths):
+        """read() of every path, pipelined: one Outcome each (value None: no such node)."""
+        outcomes = self._pipeline([(Op.READ, self._check_path(path) + NUL, path) for path in paths])
+        for outcome in outcomes:
+            if outcome.error is None:
+                outcome.value = outcome.value.rstrip(NUL)
+            elif outcome.error.errno == errno.ENOENT:
+                outcome.error = None
+        return outcomes
+
+    def write_many(self, items):
+        """write() of every (path, value), pipelined: one Outcome each."""
+        requests = []
+        for path, value in items:
+            self._check_path(path)
+            if not isinstance(value, bytes) or not _VALUE_RE.match(value):
+                raise ValueError("refusing xenstore value %r" % (value,))
+            requests.append((Op.WRITE, path + NUL + value, path))
+        return self._acks(requests)
+
+    def watch_many(self, items):
+        """watch() of every (path, token), pipelined: one Outcome each."""
+        router = self._router
+        if router is None:
+            raise XenstoreConnectionLost("not connected", op="watch")
+        for path, token in items:
+            self._check_path(path)
+            router.subscribe(token, self._sink)
+        outcomes = self._acks([(Op.WATCH, path + NUL + token + NUL, path) for path, token in items])
+        for (path, token), outcome in zip(items, outcomes):
+            if outcome.error is None:
+                self._watches.add((path, token))
+            else:
+                self._unsubscribe(token)
+        return outcomes
+
+    def unwatch_many(self, items):
+        """unwatch() of every (path, token), pipelined: one Outcome each."""
+        for path, _token in items:
+            self._check_path(path)
+        outcomes = self._acks([(Op.UNWATCH, path + NUL + token + NUL, path) for path, token in items])
+        for path, token in items:
+            self._unsubscribe(token)
+            self._watches.discard((path, token))
+        return outcomes
+
+    def _acks(self, requests):
+        outcomes = self._pipeline(requests)
+        for (op, _payload, path), outcome in zip(requests, outcomes):
+            if outcome.error is None:
+                if outcome.value.rstrip(NUL) != b"OK":
+                    outcome.error = XenstoreError("unexpected reply %r" % outcome.value[:32],
+                                                  op=_OP_NAMES.get(op), path=path.decode("ascii", "replace"))
+                outcome.value = None
+        return outcomes
 
     # -- transactions --------------------------------------------------------------------------
 

@@ -137,7 +137,7 @@ def worker(spec):
         if profiler is not None:
             import pstats
             stream = io.StringIO()
-            pstats.Stats(profiler, stream=stream).sort_stats("tottime").print_stats(15)
+            pstats.Stats(profiler, stream=stream).sort_stats(os.environ.get("BENCH_PROFILE_SORT", "tottime")).print_stats(int(os.environ.get("BENCH_PROFILE_LINES", "15")))
             report["profile"] = stream.getvalue()
         report["domains"] = result["domains"]
         report["suspended_at_once"] = result["stats"]
@@ -369,7 +369,7 @@ def main():
     if 500 in final:
         fleet, sequential = final[500]
         print("fleet500 parallel_s=%.3f sequential_s=%.3f slowest_guest_s=%.3f cpu_ms_per_domain=%.3f "
-              "xs_round_trips_per_domain=%.2f" % (
+              "xs_round_trips_per_domain=%.3f" % (
                   fleet["suspend"]["wall_s"], sequential["suspend"]["wall_s"], SLOWEST_GUEST_S,
                   1000.0 * fleet["suspend"]["cpu_s"] / 500, float(fleet["suspend"]["xs_round_trips"]) / 500))
 

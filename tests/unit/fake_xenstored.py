@@ -23,8 +23,11 @@ class FakeXenstored(object):
         self.watches = []
         self.requests = []
         self.silent = set()
+        self.silent_paths = set()
         self.drop = set()
         self.errors = {}
+        self.path_errors = {}
+        self.hold_first = 0
         self.eagain_commits = 0
         self.ack_before_fire = False
         self.pending = {}
@@ -62,6 +65,7 @@ class FakeXenstored(object):
         conn.sendall(HEADER.pack(op, rq, tx, len(payload)) + payload)
 
     def _serve(self, conn):
+        held = []
         try:
             while True:
                 op, rq, tx, size = HEADER.unpack(self._recv(conn, HEADER.size))
@@ -72,7 +76,17 @@ class FakeXenstored(object):
                     conn.shutdown(socket.SHUT_RDWR)
                     conn.close()
                     return
-                if op in self.silent:
+                if op in self.silent or payload.split(b"\x00")[0] in self.silent_paths:
+                    continue
+                if self.hold_first:
+                    # Answer nothing until this many requests are in: a client waiting for
+                    # each reply before sending the next would never get one.
+                    held.append((op, rq, tx, payload))
+                    if len(held) < self.hold_first:
+                        continue
+                    self.hold_first = 0
+                    for request in held:
+                        self._handle(conn, *request)
                     continue
                 self._handle(conn, op, rq, tx, payload)
         except (EOFError, OSError):
@@ -82,6 +96,8 @@ class FakeXenstored(object):
         parts = payload.split(b"\x00")
         if op in self.errors:
             self._send(conn, ERROR, rq, tx, self.errors[op] + b"\x00")
+        elif parts[0] in self.path_errors:
+            self._send(conn, ERROR, rq, tx, self.path_errors[parts[0]] + b"\x00")
         elif op == READ:
             view = dict(self.nodes, **self.pending.get(tx, {})) if tx else self.nodes
             if parts[0] in view:

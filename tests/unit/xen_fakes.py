@@ -22,6 +22,7 @@ from ansible_collections.xen.suspend.plugins.module_utils._errors import (
     DomainBusy, XenCallError, XenstoreError)
 from ansible_collections.xen.suspend.plugins.module_utils._ledger import Ledger
 from ansible_collections.xen.suspend.plugins.module_utils._suspend_lock import SuspendLocks
+from ansible_collections.xen.suspend.plugins.module_utils._xenstore import Outcome
 
 
 class FakeClock(object):
@@ -427,6 +428,7 @@ class FakeXenstore(object):
         self.round_trips = 0
         self.ops = []
         self.fail = {}
+        self.fail_paths = {}
         self.commit_conflicts = 0
         self.transactions = 0
         self.resumed = []
@@ -439,7 +441,7 @@ class FakeXenstore(object):
     def _trip(self, op, path=None):
         self.round_trips += 1
         self.ops.append((op, path))
-        failure = self.fail.get(op)
+        failure = self.fail.get(op) or self.fail_paths.get((op, path))
         if failure is not None:
             raise failure
 
@@ -512,6 +514,27 @@ class FakeXenstore(object):
     def resume_domain(self, domid):
         self._trip("resume", domid)
         self.resumed.append(domid)
+
+    # -- pipelined batches: the single calls in order, each outcome kept (as XenstoreClient) --
+
+    def read_many(self, paths):
+        return [self._outcome(self.read, path) for path in paths]
+
+    def write_many(self, items):
+        return [self._outcome(self.write, path, value) for path, value in items]
+
+    def watch_many(self, items):
+        return [self._outcome(self.watch, path, token) for path, token in items]
+
+    def unwatch_many(self, items):
+        return [self._outcome(self.unwatch, path, token) for path, token in items]
+
+    @staticmethod
+    def _outcome(call, *args):
+        try:
+            return Outcome(call(*args))
+        except XenstoreError as exc:
+            return Outcome(error=exc)
 
     def events_nowait(self):
         events, self.queue = self.queue, []

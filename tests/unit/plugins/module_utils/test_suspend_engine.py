@@ -10,7 +10,7 @@ import json
 import pytest
 
 from ansible_collections.xen.suspend.plugins.module_utils._errors import (
-    TargetError, XenstoreTimeout)
+    TargetError, XenstoreError, XenstoreTimeout)
 from ansible_collections.xen.suspend.plugins.module_utils._inventory import list_records
 from ansible_collections.xen.suspend.plugins.module_utils._ledger import Ledger, make_entry
 from ansible_collections.xen.suspend.plugins.module_utils._suspend_engine import SuspendEngine
@@ -235,6 +235,29 @@ def test_xenstore_timeout_names_domain_and_phase(tmp_path):
     assert error["kind"] == "xenstore_timeout"
     assert error["phase"] == "request"
     assert error["message"].startswith("domain web1 (domid 3), phase request:")
+
+
+@pytest.mark.parametrize("continue_on_error", [False, True])
+def test_a_watch_refused_in_a_batch(tmp_path, continue_on_error):
+    """Requests go out in pipelined batches (all watches, then all writes): a refused watch
+    stops the whole batch before any request unless continue_on_error is set."""
+    world = World()
+    guests = [world.add_domain(domid, "vm%d" % domid) for domid in (3, 4, 5)]
+    world.xenstore.fail_paths[("watch", guests[1].control_path)] = XenstoreError(
+        "EACCES", op="watch", errno=errno.EACCES)
+    report, _backends = run(world, tmp_path, continue_on_error=continue_on_error)
+    results = by_name(report)
+    assert results["vm4"]["error"]["phase"] == "request"
+    assert "domain vm4 (domid 4), phase request" in results["vm4"]["error"]["message"]
+    assert guests[1].requests == 0
+    if continue_on_error:
+        assert report.suspended == ["vm3", "vm5"]
+        assert set(ledger_entries(tmp_path)) == {guests[0].uuid, guests[2].uuid}
+    else:
+        assert [results[name]["error"]["kind"] for name in ("vm3", "vm5")] == ["not_attempted"] * 2
+        assert [guest.requests for guest in guests] == [0, 0, 0]
+        assert not ledger_entries(tmp_path)
+    assert not [w for w in world.xenstore.watches if w[0] != b"@releaseDomain"]
 
 
 # -- hostile guests and method choice -----------------------------------------------------------

@@ -16,7 +16,7 @@ import pytest
 from ansible_collections.xen.suspend.plugins.module_utils._errors import (
     DependencyError, XenCallError, XenVersionMismatch)
 from ansible_collections.xen.suspend.plugins.module_utils._xen_libraries import (
-    XENEVTCHN_SONAME, load_xen_libraries, make_ffi, read_hypervisor_version, version_code)
+    XENEVTCHN_SONAME, library_search_dirs, load_xen_libraries, make_ffi, read_hypervisor_version, version_code)
 from ansible_collections.xen.suspend.plugins.module_utils._xenctrl import XenCtrl
 from ansible_collections.xen.suspend.plugins.module_utils._xenevtchn import XenEvtchn
 
@@ -204,15 +204,36 @@ def test_no_library_at_all_names_the_package_of_the_running_xen(tmp_path):
 
 def test_probe_goes_from_newest_to_oldest(tmp_path):
     loader = FakeLoader({"libxenctrl.so.4.16": FakeXenctrlLib(FFI)})
-    libraries = load_xen_libraries(sysfs_dir=str(tmp_path / "none"), dlopen=loader, ffi=FFI)
+    libraries = load_xen_libraries(sysfs_dir=str(tmp_path / "none"), dlopen=loader, ffi=FFI, search_dirs=[])
     assert loader.asked == ["libxenctrl.so.4.%d" % minor for minor in range(22, 15, -1)]
     assert libraries.version == (4, 16) and libraries.detected_from == "probe"
+
+
+def test_probe_tries_installed_libraries_first(tmp_path):
+    # Every absent soname costs cffi a find_library() (ldconfig, gcc): try what is there first.
+    first, second = tmp_path / "lib1", tmp_path / "lib2"
+    first.mkdir()
+    second.mkdir()
+    (first / "libxenctrl.so.4.16").write_text("")
+    (second / "libxenctrl.so.4.19").write_text("")
+    (second / "libxenctrl.so.4.9").write_text("")      # not a supported version: ignored
+    (second / "libxenctrl.so.4.16.0").write_text("")   # the real file behind the soname link
+    loader = FakeLoader({"libxenctrl.so.4.16": FakeXenctrlLib(FFI)})
+    libraries = load_xen_libraries(sysfs_dir=str(tmp_path / "none"), dlopen=loader, ffi=FFI,
+                                   search_dirs=[str(first), str(tmp_path / "absent"), str(second)])
+    assert loader.asked == ["libxenctrl.so.4.19", "libxenctrl.so.4.16"]
+    assert libraries.version == (4, 16) and libraries.detected_from == "probe"
+
+
+def test_library_search_dirs_start_with_ld_library_path():
+    dirs = library_search_dirs({"LD_LIBRARY_PATH": "/opt/a::/opt/b"})
+    assert dirs[:2] == ["/opt/a", "/opt/b"] and "/usr/lib" in dirs
 
 
 def test_nothing_found_is_a_dependency_error(tmp_path):
     loader = FakeLoader({})
     with pytest.raises(DependencyError) as caught:
-        load_xen_libraries(sysfs_dir=str(tmp_path / "none"), dlopen=loader, ffi=FFI)
+        load_xen_libraries(sysfs_dir=str(tmp_path / "none"), dlopen=loader, ffi=FFI, search_dirs=[])
     assert "libxenctrl.so.4.14" in str(caught.value) and "libxenctrl.so.4.22" in str(caught.value)
     assert len(loader.asked) == 9
 
@@ -237,14 +258,14 @@ def test_probe_switches_to_the_library_of_the_running_xen(tmp_path):
     newest = FakeXenctrlLib(FFI, hypervisor=(4, 17))
     matching = FakeXenctrlLib(FFI, hypervisor=(4, 17))
     loader = FakeLoader({"libxenctrl.so.4.22": newest, "libxenctrl.so.4.17": matching})
-    libraries = load_xen_libraries(sysfs_dir=str(tmp_path / "none"), dlopen=loader, ffi=FFI)
+    libraries = load_xen_libraries(sysfs_dir=str(tmp_path / "none"), dlopen=loader, ffi=FFI, search_dirs=[])
     xc = XenCtrl.open(libraries=libraries)
     assert xc.version == (4, 17) and xc.lib is matching
 
 
 def test_probe_without_matching_library_fails(tmp_path):
     loader = FakeLoader({"libxenctrl.so.4.22": FakeXenctrlLib(FFI, hypervisor=(4, 17))})
-    libraries = load_xen_libraries(sysfs_dir=str(tmp_path / "none"), dlopen=loader, ffi=FFI)
+    libraries = load_xen_libraries(sysfs_dir=str(tmp_path / "none"), dlopen=loader, ffi=FFI, search_dirs=[])
     with pytest.raises(XenVersionMismatch) as caught:
         XenCtrl.open(libraries=libraries)
     assert "Xen 4.17" in str(caught.value) and "libxenctrl.so.4.17" in str(caught.value)

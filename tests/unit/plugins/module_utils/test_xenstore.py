@@ -16,7 +16,7 @@ import pytest
 from ansible_collections.xen.suspend.plugins.module_utils._errors import (
     XenstoreConnectionLost, XenstoreError, XenstoreTimeout)
 from ansible_collections.xen.suspend.plugins.module_utils._xenstore import (
-    XenstoreClient, default_socket_path, domain_path)
+    PIPELINE_DEPTH, XenstoreClient, default_socket_path, domain_path)
 
 from fake_xenstored import READ, RESUME, TX_END, WRITE, FakeXenstored
 
@@ -143,6 +143,80 @@ def test_dropped_connection_fails_fast_instead_of_hanging(xenstored):
         with pytest.raises(XenstoreConnectionLost):
             xs.write(b"/local/domain/3/x", b"1")
         assert not xs.connected
+    finally:
+        xs.close()
+
+
+# -- pipelined batches ---------------------------------------------------------------------------
+
+def test_read_many_keeps_requests_outstanding_and_replies_in_order(client, xenstored):
+    count = 2 * PIPELINE_DEPTH + 22
+    for domid in range(1, count + 1):
+        if domid % 10:
+            xenstored.nodes[domain_path(domid, "name")] = b"vm%d" % domid
+    xenstored.hold_first = PIPELINE_DEPTH  # no reply before a whole window is in
+    outcomes = client.read_many([domain_path(domid, "name") for domid in range(1, count + 1)])
+    assert [o.value for o in outcomes] == [None if domid % 10 == 0 else b"vm%d" % domid
+                                           for domid in range(1, count + 1)]
+    assert all(o.ok for o in outcomes)  # a missing node is a value (None), not an error
+    assert client.round_trips == count
+
+
+def test_a_failed_request_does_not_spoil_the_batch(client, xenstored):
+    paths = [domain_path(domid, "control/shutdown") for domid in (1, 2, 3)]
+    xenstored.path_errors[paths[1]] = b"EACCES"
+    outcomes = client.write_many([(path, b"suspend") for path in paths])
+    assert [o.ok for o in outcomes] == [True, False, True]
+    assert outcomes[1].error.errno == errno.EACCES and "write " + paths[1].decode() in str(outcomes[1].error)
+    assert xenstored.nodes[paths[0]] == xenstored.nodes[paths[2]] == b"suspend"
+    assert paths[1] not in xenstored.nodes
+
+
+def test_watch_many_then_write_many_stamp_each_reply_with_the_events_before_it(client, xenstored):
+    paths = [domain_path(domid, "control/shutdown") for domid in (1, 2)]
+    items = [(path, b"tok%d" % i) for i, path in enumerate(paths)]
+    assert all(o.ok for o in client.watch_many(items))
+    outcomes = client.write_many([(path, b"suspend") for path in paths])
+    # C xenstored order: registration events (2), then per write its event before its reply.
+    assert [o.events_before for o in outcomes] == [3, 4]
+    events = client.events_nowait()
+    assert sorted((path, token) for path, token, _n in events) == sorted(items + items)
+    assert all(o.ok for o in client.unwatch_many(items))
+    xenstored.guest_write(paths[0], b"")
+    assert client.wait_event(0.2) is None
+
+
+def test_a_missing_reply_ends_the_batch_after_one_timeout(xenstored):
+    xs = XenstoreClient(timeout=0.3, socket_path=xenstored.path).connect()
+    try:
+        paths = [domain_path(domid, "name") for domid in range(1, 6)]
+        for path in paths:
+            xenstored.nodes[path] = b"x"
+        xenstored.silent_paths.add(paths[1])
+        start = time.monotonic()
+        outcomes = xs.read_many(paths)
+        assert time.monotonic() - start < 1.0  # one timeout, not one per request
+        assert outcomes[0].value == b"x"
+        assert isinstance(outcomes[1].error, XenstoreTimeout)
+        assert all(o.ok or isinstance(o.error, XenstoreTimeout) for o in outcomes[2:])
+    finally:
+        xs.close()
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_dropped_connection_fails_every_request_of_the_batch(xenstored):
+    xs = XenstoreClient(timeout=10.0, socket_path=xenstored.path).connect()
+    try:
+        xenstored.drop.add(WRITE)
+        count = PIPELINE_DEPTH + 10
+        start = time.monotonic()
+        outcomes = xs.write_many([(domain_path(domid, "control/shutdown"), b"suspend")
+                                  for domid in range(1, count + 1)])
+        assert time.monotonic() - start < 2.0
+        assert not any(o.ok for o in outcomes)
+        sent = [o for o in outcomes if isinstance(o.error, XenstoreConnectionLost)]
+        unsent = [o for o in outcomes if not isinstance(o.error, XenstoreConnectionLost)]
+        assert sent and all("not sent" in str(o.error) for o in unsent)
     finally:
         xs.close()
 
