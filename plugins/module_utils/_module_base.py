@@ -79,6 +79,17 @@ class XenSuspendModule(object):
     def warn(self, message):
         self.module.warn(message)
 
+    def report(self, report, verb):
+        """(result, failure) of a suspend or resume run, as execute() returns them: run-level
+        errors become warnings; failed domains fail the task unless continue_on_error."""
+        for message in report.errors:
+            self.warn(message)
+        summary = report.failure_summary(verb)
+        if summary and self.params.get("continue_on_error"):
+            self.warn(summary)
+            summary = None
+        return report.module_result(diff=self.diff_mode), summary
+
     # -- running -------------------------------------------------------------------------------
 
     def prepare(self):
@@ -114,15 +125,3 @@ class XenSuspendModule(object):
         if failure:
             self.module.fail_json(msg=failure, **result)
         self.module.exit_json(**result)
-
-
-def summarize_failures(jobs, total, verb):
-    """One message for the task: how many failed, and the first few reasons."""
-    failed = [job for job in jobs if job.error is not None]
-    reasons = [job.error["message"] for job in failed if job.error.get("kind") != "not_attempted"]
-    if not reasons:
-        reasons = [job.error["message"] for job in failed]
-    shown = "; ".join(reasons[:3])
-    if len(reasons) > 3:
-        shown += "; and %d more" % (len(reasons) - 3)
-    return "%d of %d domains could not be %s: %s" % (len(failed), total, verb, shown)

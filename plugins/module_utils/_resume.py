@@ -25,6 +25,7 @@ from ansible_collections.xen.suspend.plugins.module_utils._errors import (
 from ansible_collections.xen.suspend.plugins.module_utils._phases import (
     LOCK, LOOKUP, RESUME, VERIFY, PhaseTimer)
 from ansible_collections.xen.suspend.plugins.module_utils._ledger import STATE_INTENT
+from ansible_collections.xen.suspend.plugins.module_utils._run_report import RunReport
 from ansible_collections.xen.suspend.plugins.module_utils._targets import (
     KIND_DOMID, KIND_NAME, KIND_UUID, refusal, select_targets)
 from ansible_collections.xen.suspend.plugins.module_utils._xenstore import withdraw_suspend_request
@@ -160,33 +161,21 @@ def plan_resume(records, entries, selectors, exclude=(), protected=(), force_unr
     return ResumePlan(jobs, vanished, skipped)
 
 
-class ResumeReport(object):
-    def __init__(self, jobs, vanished, skipped, stats, errors):
-        self.jobs = jobs
-        self.vanished = vanished
-        self.skipped = skipped
-        self.stats = stats
-        self.errors = errors
+class ResumeReport(RunReport):
+    changed_key = "resumed"
 
-    @property
-    def results(self):
-        return [job.result() for job in self.jobs]
+    def __init__(self, jobs, vanished, skipped, stats, errors):
+        RunReport.__init__(self, jobs, stats, errors, skipped)
+        self.vanished = vanished
 
     @property
     def resumed(self):
-        return [job.display_name for job in self.jobs if job.changed]
+        return self.changed_names
 
-    @property
-    def unchanged(self):
-        return [job.display_name for job in self.jobs if not job.changed and job.error is None]
-
-    @property
-    def failed(self):
-        return [job.display_name for job in self.jobs if job.error is not None]
-
-    @property
-    def changed(self):
-        return any(job.changed for job in self.jobs)
+    def module_result(self, diff=False):
+        result = RunReport.module_result(self, diff)
+        result["vanished"] = self.vanished
+        return result
 
 
 class ResumeEngine(object):

@@ -16,7 +16,8 @@ Per domain (phases in brackets):
     [lock]     libxl's suspend-evtchn-<domid>.lock, non-blocking; held: "busy"
                ledger: intent entry, written before any request
     [request]  event channel: bind, subscribe, eat the pending event Xen sets on bind, notify
-               xenstore: watch ~/control/shutdown, write "suspend"
+               xenstore: watch ~/control/shutdown, write "suspend" (for an admitted batch:
+               every watch, then every write, each a pipelined xenstore batch)
                direct: xc_domain_shutdown(SHUTDOWN_suspend)
     [acknowledge] (xenstore) wait for the node to change; on timeout withdraw the request in
                a transaction and fail "not acknowledged" (such a guest is never resumed)
@@ -41,6 +42,7 @@ from ansible_collections.xen.suspend.plugins.module_utils._inventory import (
     domain_type, hvm_params, prefetch_event_channels, suspend_event_channel)
 from ansible_collections.xen.suspend.plugins.module_utils._ledger import (
     STATE_INTENT, STATE_SUSPENDED as LEDGER_SUSPENDED, make_entry, utc_timestamp)
+from ansible_collections.xen.suspend.plugins.module_utils._run_report import RunReport
 from ansible_collections.xen.suspend.plugins.module_utils._phases import (
     ACKNOWLEDGE, LOCK, LOOKUP, QUIESCE, REQUEST, VERIFY, PhaseTimer)
 from ansible_collections.xen.suspend.plugins.module_utils._suspend_method import (
@@ -112,6 +114,10 @@ class SuspendJob(object):
     def label(self):
         return self.record.label
 
+    @property
+    def display_name(self):
+        return self.record.display_name
+
     def result(self):
         record = self.record
         return {
@@ -130,34 +136,12 @@ class SuspendJob(object):
         }
 
 
-class SuspendReport(object):
-    def __init__(self, jobs, stats, errors):
-        self.jobs = jobs
-        self.stats = stats
-        self.errors = errors
-
-    @property
-    def results(self):
-        return [job.result() for job in self.jobs]
-
-    def names(self, predicate):
-        return [job.record.display_name for job in self.jobs if predicate(job)]
+class SuspendReport(RunReport):
+    changed_key = "suspended"
 
     @property
     def suspended(self):
-        return self.names(lambda job: job.changed)
-
-    @property
-    def unchanged(self):
-        return self.names(lambda job: not job.changed and job.error is None)
-
-    @property
-    def failed(self):
-        return self.names(lambda job: job.error is not None)
-
-    @property
-    def changed(self):
-        return any(job.changed for job in self.jobs)
+        return self.changed_names
 
 
 def validate_options(method=AUTO, ack_timeout=60.0, timeout=60.0, parallel=32, poll_interval=0.1):
@@ -206,7 +190,8 @@ class SuspendEngine(object):
 
     # == public ===============================================================================
 
-    def run(self, records):
+    def run(self, records, skipped=None):
+        """Suspend ``records``; ``skipped`` (what target selection left out) goes into the report."""
         clock = self.clock
         wall_start = clock()
         cpu_start = self.backends.cpu_clock()
@@ -246,7 +231,7 @@ class SuspendEngine(object):
             "xenctrl_calls": getattr(self.xc, "calls", 0) - xc_start,
             "ledger_writes": self.backends.ledger.writes - writes_start,
         }
-        return SuspendReport(jobs, stats, self._errors)
+        return SuspendReport(jobs, stats, self._errors, skipped)
 
     # == lookup ===============================================================================
 

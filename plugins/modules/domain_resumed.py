@@ -184,8 +184,7 @@ stats:
 '''
 
 from ansible_collections.xen.suspend.plugins.module_utils._errors import TargetError
-from ansible_collections.xen.suspend.plugins.module_utils._module_base import (
-    XenSuspendModule, summarize_failures)
+from ansible_collections.xen.suspend.plugins.module_utils._module_base import XenSuspendModule
 from ansible_collections.xen.suspend.plugins.module_utils._resume import ResumeEngine, plan_resume
 
 
@@ -223,31 +222,7 @@ class DomainResumedModule(XenSuspendModule):
         records = self.inventory(backends, [], all_names=True)
         plan = plan_resume(records, entries, self.targets, self.exclude, self.protected,
                            force_unrecorded=params["force_unrecorded"], clock=backends.clock)
-        report = engine.run(plan)
-
-        for message in report.errors:
-            self.warn(message)
-        result = dict(
-            changed=report.changed,
-            domains=report.results,
-            resumed=report.resumed,
-            unchanged=report.unchanged,
-            failed_domains=report.failed,
-            vanished=report.vanished,
-            skipped_domains=report.skipped,
-            stats=report.stats,
-        )
-        if self.diff_mode:
-            result["diff"] = dict(
-                before=dict((job.display_name, job.before) for job in report.jobs),
-                after=dict((job.display_name, job.result()["after"]) for job in report.jobs),
-            )
-        failure = None
-        if report.failed and not params["continue_on_error"]:
-            failure = summarize_failures(report.jobs, len(report.jobs), "resumed")
-        elif report.failed:
-            self.warn(summarize_failures(report.jobs, len(report.jobs), "resumed"))
-        return result, failure
+        return self.report(engine.run(plan), "resumed")
 
 
 def main():

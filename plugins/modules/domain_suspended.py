@@ -258,8 +258,7 @@ stats:
       type: int
 '''
 
-from ansible_collections.xen.suspend.plugins.module_utils._module_base import (
-    XenSuspendModule, summarize_failures)
+from ansible_collections.xen.suspend.plugins.module_utils._module_base import XenSuspendModule
 from ansible_collections.xen.suspend.plugins.module_utils._errors import TargetError
 from ansible_collections.xen.suspend.plugins.module_utils._suspend_engine import (
     SuspendEngine, validate_options)
@@ -304,30 +303,7 @@ class DomainSuspendedModule(XenSuspendModule):
         records = self.inventory(backends, [selectors, exclude, protected])
         selection = select_targets(records, selectors, exclude, protected)
         self.fill_names(backends, selection.targets)
-        report = engine.run(selection.targets)
-
-        for message in report.errors:
-            self.warn(message)
-        result = dict(
-            changed=report.changed,
-            domains=report.results,
-            suspended=report.suspended,
-            unchanged=report.unchanged,
-            failed_domains=report.failed,
-            skipped_domains=selection.skipped,
-            stats=report.stats,
-        )
-        if self.diff_mode:
-            result["diff"] = dict(
-                before=dict((job.record.display_name, job.before) for job in report.jobs),
-                after=dict((job.record.display_name, job.result()["after"]) for job in report.jobs),
-            )
-        failure = None
-        if report.failed and not params["continue_on_error"]:
-            failure = summarize_failures(report.jobs, len(report.jobs), "suspended")
-        elif report.failed:
-            self.warn(summarize_failures(report.jobs, len(report.jobs), "suspended"))
-        return result, failure
+        return self.report(engine.run(selection.targets, selection.skipped), "suspended")
 
 
 def main():
