@@ -33,6 +33,10 @@ def info_from_entry(entry, ffi):
     )
 
 
+class _StrideMismatch(Exception):
+    """getinfolist entries read with a guessed entry size did not come out ascending."""
+
+
 class XenCtrl(object):
     """An open xc_interface.
 
@@ -143,30 +147,13 @@ class XenCtrl(object):
             for domid in wanted:
                 result[domid] = self.domain_info(domid)
             return result
-        ffi = self.ffi
-        if self._chunk is None:
-            self._chunk = ffi.new("char[]", DOMINFO_ENTRY_ALLOCATION * LIST_CHUNK)
-        buf = self._chunk
-        while first <= last:
-            self.calls += 1
-            count = self.lib.xc_domain_getinfolist(self.xch, first, LIST_CHUNK, buf)
-            if count < 0:
-                raise XenCallError("xc_domain_getinfolist", errno=ffi.errno, domid=first)
-            if count == 0 or count > LIST_CHUNK:
-                break
-            previous = first - 1
-            for index in range(count):
-                entry = ffi.cast("xen_dominfo_prefix_t *", buf + index * stride)
-                domid = entry.domain
-                if domid <= previous:
-                    self._stride = 0
-                    return self.domain_infos(domids)
-                previous = domid
-                if domid in wanted:
-                    result[domid] = info_from_entry(entry, ffi)
-            first = previous + 1
-            if count < LIST_CHUNK:
-                break
+        try:
+            for entry in self._scan(first, last, stride):
+                if entry.domain in wanted:
+                    result[entry.domain] = info_from_entry(entry, self.ffi)
+        except _StrideMismatch:
+            self._stride = 0
+            return self.domain_infos(domids)
         return result
 
     def list_domains(self):
@@ -197,30 +184,38 @@ class XenCtrl(object):
         return domains
 
     def _list_chunked(self, stride):
+        try:
+            return [info_from_entry(entry, self.ffi) for entry in self._scan(0, DOMID_MAX_REAL, stride)]
+        except _StrideMismatch:
+            self._stride = 0
+            return None
+
+    def _scan(self, first, last, stride):
+        """The entries of getinfolist calls of LIST_CHUNK domains each, from ``first`` until
+        past ``last`` or the last domain. An entry is only valid until the next one is asked
+        for (one buffer serves every call). Raises _StrideMismatch when the entries are not
+        ascending: ``stride`` is not the library's entry size."""
         ffi = self.ffi
-        buf = ffi.new("char[]", DOMINFO_ENTRY_ALLOCATION * LIST_CHUNK)
-        domains = []
-        first = 0
-        while first <= DOMID_MAX_REAL:
+        if self._chunk is None:
+            self._chunk = ffi.new("char[]", DOMINFO_ENTRY_ALLOCATION * LIST_CHUNK)
+        buf = self._chunk
+        while first <= last:
             self.calls += 1
             count = self.lib.xc_domain_getinfolist(self.xch, first, LIST_CHUNK, buf)
             if count < 0:
                 raise XenCallError("xc_domain_getinfolist", errno=ffi.errno, domid=first)
             if count == 0 or count > LIST_CHUNK:
-                break
+                return
             previous = first - 1
             for index in range(count):
                 entry = ffi.cast("xen_dominfo_prefix_t *", buf + index * stride)
                 if entry.domain <= previous:
-                    # Not the ascending list we expect: the stride guess is wrong.
-                    self._stride = 0
-                    return None
+                    raise _StrideMismatch()
                 previous = entry.domain
-                domains.append(info_from_entry(entry, ffi))
+                yield entry
             first = previous + 1
             if count < LIST_CHUNK:
-                break
-        return domains
+                return
 
     def _entry_stride(self):
         """sizeof(xc_domaininfo_t) of the loaded library, measured rather than assumed.

@@ -362,6 +362,20 @@ def test_several_domains_in_one_call(tmp_path):
     assert all(call[1] == 1 for call in lib.getinfolist_calls)
 
 
+@pytest.mark.parametrize("wrong", [104, 136])
+def test_a_wrong_entry_size_is_noticed_and_dropped(tmp_path, wrong):
+    # Entries read with the wrong size do not come out ascending: list one by one instead.
+    doms = domains(10)
+    xc, lib = open_ctrl(tmp_path, domains=doms, stride=112)
+    xc._stride = wrong
+    assert [info.domid for info in xc.list_domains()] == list(range(10))
+    assert xc._stride == 0
+    xc._stride = wrong
+    infos = xc.domain_infos([2, 3, 8])
+    assert [infos[d].domid for d in (2, 3, 8)] == [2, 3, 8] and xc._stride == 0
+    assert all(call[1] == 1 for call in lib.getinfolist_calls[-3:])
+
+
 def test_listing_falls_back_to_one_by_one_when_size_unknown(tmp_path):
     doms = domains(5)
     xc, lib = open_ctrl(tmp_path, domains=doms, stride=256)  # fills our whole allocation
