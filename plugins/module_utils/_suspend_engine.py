@@ -530,7 +530,7 @@ class SuspendEngine(object):
                 continue
             job.requested = True
             requested.append((job, outcome.events_before))
-        own = self._drain_watches(own_tokens=set(job.token for job, _ in requested))
+        own = self._drain_watches(own_tokens=set(job.token for job, _stamp in requested))
         start = self.clock()
         for job, replied_at in requested:
             self._settle_own_events(job, own.get(job.token, []), replied_at)

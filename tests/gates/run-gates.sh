@@ -94,7 +94,10 @@ gate() {
     secs=$(awk -v a="$start" -v b="$end" 'BEGIN { printf "%.1f", b - a }')
     echo "$status (${secs}s)"
     if [ "$status" = FAIL ]; then
-        echo "---- $name: last lines of $LOGS/$name.log"
+        echo "---- $name: the error lines and the last lines of $LOGS/$name.log"
+        # ansible-test prints its verdicts as ERROR: lines, often far above the tail
+        grep -E '^(ERROR|FATAL)' "$LOGS/$name.log" | head -n 20 | sed 's/^/    /'
+        echo "    ..."
         tail -n 40 "$LOGS/$name.log" | sed 's/^/    /'
         echo "----"
     fi
