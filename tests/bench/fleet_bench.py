@@ -333,11 +333,16 @@ def main():
                 print(line("one call per domain", per_call, count), flush=True)
             ratio = sequential["suspend"]["wall_s"] / fleet["suspend"]["wall_s"]
             target = 1.25 * SLOWEST_GUEST_S + 0.5
+            cpu_ms = 1000.0 * fleet["suspend"]["cpu_s"] / count
+            if count >= 500:   # the CPU target is per domain of a 500-guest fleet
+                cpu_verdict = "CPU <= 2 ms/domain: %s" % ("met" if cpu_ms <= 2.0 else "MISSED")
+            else:
+                cpu_verdict = ("CPU %.2f ms/domain (the call's fixed cost, about 30 ms of it importing "
+                               "pycparser for cffi's cdef, spread over %d domains)" % (cpu_ms, count))
             print("  sequential (parallel=1) / fleet: %.1fx; within %.3f s (1.25 x slowest guest + 0.5): whole "
-                  "call %s, suspend run (engine) %s; CPU <= 2 ms/domain: %s" % (
+                  "call %s, suspend run (engine) %s; %s" % (
                       ratio, target, "met" if fleet["suspend"]["wall_s"] <= target else "MISSED",
-                      "met" if fleet["suspend"]["module_wall_s"] <= target else "MISSED",
-                      "met" if 1000.0 * fleet["suspend"]["cpu_s"] / count <= 2.0 else "MISSED"), flush=True)
+                      "met" if fleet["suspend"]["module_wall_s"] <= target else "MISSED", cpu_verdict), flush=True)
             if count == max(sizes) and (args.profile or fleet["suspend"]["wall_s"] > target):
                 profiled = dom0.measure("fleet", parallel=count, profile=True)
                 print("  where the fleet call's time goes: an extra run under cProfile (%.3f s with the "
