@@ -37,6 +37,13 @@ def client(xenstored):
     xs.close()
 
 
+@pytest.fixture
+def impatient_client(xenstored):
+    xs = XenstoreClient(timeout=0.3, socket_path=xenstored.path).connect()
+    yield xs
+    xs.close()
+
+
 def test_read_write_and_missing_nodes(client, xenstored):
     xenstored.nodes[b"/local/domain/3/name"] = b"web1"
     assert client.read(b"/local/domain/3/name") == b"web1"
@@ -118,17 +125,13 @@ def test_resume_is_sent_without_pyxs_su_check(client, xenstored):
     assert xenstored.requests[-1] == (RESUME, 0, b"7\x00")
 
 
-def test_missing_reply_becomes_a_timeout(xenstored):
-    xs = XenstoreClient(timeout=0.3, socket_path=xenstored.path).connect()
-    try:
-        xenstored.silent.add(READ)
-        start = time.monotonic()
-        with pytest.raises(XenstoreTimeout) as caught:
-            xs.read(b"/local/domain/3/name")
-        assert 0.25 < time.monotonic() - start < 1.5
-        assert "read /local/domain/3/name" in str(caught.value)
-    finally:
-        xs.close()
+def test_missing_reply_becomes_a_timeout(impatient_client, xenstored):
+    xenstored.silent.add(READ)
+    start = time.monotonic()
+    with pytest.raises(XenstoreTimeout) as caught:
+        impatient_client.read(b"/local/domain/3/name")
+    assert 0.25 < time.monotonic() - start < 1.5
+    assert "read /local/domain/3/name" in str(caught.value)
 
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
@@ -186,21 +189,17 @@ def test_watch_many_then_write_many_stamp_each_reply_with_the_events_before_it(c
     assert client.wait_event(0.2) is None
 
 
-def test_a_missing_reply_ends_the_batch_after_one_timeout(xenstored):
-    xs = XenstoreClient(timeout=0.3, socket_path=xenstored.path).connect()
-    try:
-        paths = [domain_path(domid, "name") for domid in range(1, 6)]
-        for path in paths:
-            xenstored.nodes[path] = b"x"
-        xenstored.silent_paths.add(paths[1])
-        start = time.monotonic()
-        outcomes = xs.read_many(paths)
-        assert time.monotonic() - start < 1.0  # one timeout, not one per request
-        assert outcomes[0].value == b"x"
-        assert isinstance(outcomes[1].error, XenstoreTimeout)
-        assert all(o.ok or isinstance(o.error, XenstoreTimeout) for o in outcomes[2:])
-    finally:
-        xs.close()
+def test_a_missing_reply_ends_the_batch_after_one_timeout(impatient_client, xenstored):
+    paths = [domain_path(domid, "name") for domid in range(1, 6)]
+    for path in paths:
+        xenstored.nodes[path] = b"x"
+    xenstored.silent_paths.add(paths[1])
+    start = time.monotonic()
+    outcomes = impatient_client.read_many(paths)
+    assert time.monotonic() - start < 1.0  # one timeout, not one per request
+    assert outcomes[0].value == b"x"
+    assert isinstance(outcomes[1].error, XenstoreTimeout)
+    assert all(o.ok or isinstance(o.error, XenstoreTimeout) for o in outcomes[2:])
 
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
