@@ -296,6 +296,13 @@ class XenstoreClient(object):
             raise XenstoreConnectionLost("send failed: %s" % exc, op=op_name, path=path_text)
         except (OSError, IOError) as exc:  # pylint: disable=bad-except-order  # PyXSError is Exception without pyxs
             raise XenstoreConnectionLost("send failed: %s" % exc, op=op_name, path=path_text)
+        except (AttributeError, ValueError) as exc:  # pylint: disable=bad-except-order  # as above
+            # pyxs' Router thread closes the connection when xenstored drops it; a send racing
+            # with that finds the transport already gone (None) or its socket closed.
+            if router.thread.is_alive() and router.is_connected:
+                raise
+            raise XenstoreConnectionLost("the connection to xenstored was closed while sending (%s)"
+                                         % exc, op=op_name, path=path_text)
         self.round_trips += 1
         return (op, packet.rq_id, rvar, router, op_name, path_text)
 

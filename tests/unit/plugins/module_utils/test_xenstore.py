@@ -220,6 +220,33 @@ def test_a_dropped_connection_fails_every_request_of_the_batch(xenstored):
         xs.close()
 
 
+class _HangUpMidPacket(object):
+    """A transport that loses the connection between a packet's header and its payload, as when
+    pyxs' Router thread closes it (xenstored hung up) while the caller is sending."""
+
+    def __init__(self, connection):
+        self.connection = connection
+        self.real = connection.transport
+
+    def send(self, data):
+        sent = self.real.send(data)
+        self.connection.transport = None
+        self.real.close()
+        return sent
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_connection_closed_under_a_send_is_a_lost_connection(client):
+    connection = client._router.connection
+    connection.transport = _HangUpMidPacket(connection)
+    with pytest.raises(XenstoreConnectionLost) as caught:
+        client.write(domain_path(3, "control/shutdown"), b"suspend")
+    assert "closed while sending" in str(caught.value)
+
+
 def test_error_names_map_to_errno_or_stay_named(client, xenstored):
     xenstored.errors[WRITE] = b"EACCES"
     with pytest.raises(XenstoreError) as caught:
