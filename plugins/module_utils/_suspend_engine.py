@@ -244,7 +244,7 @@ class SuspendEngine(object):
         for record in records:
             info = infos.get(record.domid)
             if info is not None and info.uuid == record.uuid and not (
-                    info.suspended or info.dying or info.shut_down or info.paused):
+                    info.dying or info.shut_down or info.paused):  # suspended is shut down too
                 candidates.append(record)
         if len(candidates) > 1:
             prefetch_event_channels(self.xs, candidates)
@@ -740,15 +740,13 @@ class SuspendEngine(object):
         for job in watching:
             job.watching = False
             self._token_jobs.pop(job.token, None)
-        failed = set()
         outcomes = self.xs.unwatch_many([(job.watch_path, job.token) for job in watching])
         for job, outcome in zip(watching, outcomes):
             job.record.xs_trips += 1
             if outcome.error is not None:
-                failed.add(id(job))
                 self._fail(job, outcome.error, job.phases.current)
         for job in jobs:
-            if id(job) not in failed:
+            if not job.done:
                 self._enter_quiesce(job, self.clock())
 
     def _ack_timeout(self, job):
