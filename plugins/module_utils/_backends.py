@@ -39,10 +39,12 @@ def wait_for_fds(fds, timeout):
 class Backends(object):
     """``evtchn`` is opened on first use through ``evtchn_factory``: only the event-channel
     path needs /dev/xen/evtchn. ``monitors`` (XlMonitors or None) keeps xl's per-domain
-    monitor from seeing our suspends."""
+    monitor from seeing our suspends. Fakes implement every method the real objects have that
+    the engines call (see tests/unit/xen_fakes.py)."""
 
     def __init__(self, xenctrl, xenstore, locks, ledger, evtchn_factory=None,
-                 clock=time.monotonic, cpu_clock=time.process_time, wait=wait_for_fds, monitors=None):
+                 clock=time.monotonic, cpu_clock=time.process_time, wait=wait_for_fds, monitors=None,
+                 wall_clock=time.time, interruption=None):
         self.xenctrl = xenctrl
         self.xenstore = xenstore
         self.locks = locks
@@ -53,6 +55,10 @@ class Backends(object):
         self.cpu_clock = cpu_clock
         self.wait = wait
         self.monitors = monitors
+        # Seconds since the epoch, for what the ledger keeps across processes (settle_by).
+        self.wall_clock = wall_clock
+        # An _interruption.Interruption the module installs; engines stop cleanly once it is set.
+        self.interruption = interruption
 
     @property
     def evtchn(self):

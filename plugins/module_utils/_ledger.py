@@ -20,6 +20,8 @@ import errno
 import fcntl
 import json
 import os
+import stat
+import struct
 import tempfile
 import time
 
@@ -40,9 +42,12 @@ def utc_timestamp(now=None):
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))
 
 
-def make_entry(uuid, domid, name, method, state=STATE_INTENT, resume_fast=True, now=None):
+def make_entry(uuid, domid, name, method, state=STATE_INTENT, resume_fast=True, now=None,
+               intent_id=None, settle_by=None):
+    """``intent_id`` names this suspend attempt (see _ledger_transitions); ``settle_by`` is the
+    time until which a later run must expect the guest may still suspend because of it."""
     stamp = utc_timestamp(now)
-    return {
+    entry = {
         "uuid": uuid,
         "domid": int(domid),
         "name": name,
@@ -52,6 +57,11 @@ def make_entry(uuid, domid, name, method, state=STATE_INTENT, resume_fast=True, 
         "intent_at": stamp,
         "suspended_at": stamp if state == STATE_SUSPENDED else None,
     }
+    if intent_id is not None:
+        entry["intent_id"] = intent_id
+    if settle_by is not None:
+        entry["settle_by"] = utc_timestamp(settle_by)
+    return entry
 
 
 class Ledger(object):
@@ -72,14 +82,52 @@ class Ledger(object):
         Readers need no lock: the file is only ever replaced by rename.
         """
         try:
-            handle = open(self.path, "rb")
-        except (IOError, OSError) as exc:
+            # O_NONBLOCK: a FIFO (or a device) at the ledger's path must not hang us.
+            fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        except OSError as exc:
             if exc.errno == errno.ENOENT:
                 return {}
             raise LedgerError("cannot read the ledger %s: %s" % (self.path, exc))
-        with handle:
+        with os.fdopen(fd, "rb") as handle:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise LedgerError("the ledger %s is not a regular file" % self.path)
             data = handle.read(MAX_LEDGER_BYTES + 1)
         return self._parse(data)
+
+    def check_usable(self, write=True):
+        """Raise LedgerError unless the ledger can be read and, with ``write``, replaced: run
+        before any guest is touched, so a bad path is a configuration error, not a failure
+        half-way through a fleet."""
+        try:
+            st = os.stat(self.path)
+        except OSError as exc:
+            if exc.errno != errno.ENOENT:
+                raise LedgerError("cannot use the ledger %s: %s" % (self.path, exc))
+        else:
+            if not stat.S_ISREG(st.st_mode):
+                raise LedgerError("the ledger %s is not a regular file; give the path of a file "
+                                  "(it is created when missing)" % self.path)
+        self.read()
+        if not write:
+            return
+        if os.path.exists(self.directory) and not os.path.isdir(self.directory):
+            raise LedgerError("the ledger's directory %s is not a directory" % self.directory)
+        self._ensure_directory()
+        lock_fd = self._lock()
+        try:
+            # What every write does: a temporary file beside the ledger, renamed over it. A
+            # read-only or immutable directory fails here rather than after guests were touched.
+            try:
+                fd, temp_path = tempfile.mkstemp(prefix=".ledger-", suffix=".check", dir=self.directory)
+            except OSError as exc:
+                raise LedgerError("cannot write in the ledger's directory %s: %s"
+                                  % (self.directory, exc))
+            os.close(fd)
+            _unlink_quietly(temp_path)
+            if os.path.exists(self.path):
+                _check_replaceable(self.path)
+        finally:
+            os.close(lock_fd)
 
     def _parse(self, data):
         if not data:
@@ -206,6 +254,31 @@ class Ledger(object):
             pass
         finally:
             os.close(dir_fd)
+
+
+# linux/fs.h: FS_IOC_GETFLAGS and the attributes that make rename() over a file fail (EPERM)
+# even for root: chattr +i / +a.
+_FS_IOC_GETFLAGS = 0x80086601
+_FS_IMMUTABLE_FL = 0x10
+_FS_APPEND_FL = 0x20
+
+
+def _check_replaceable(path):
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        raise LedgerError("cannot use the ledger %s: %s" % (path, exc))
+    try:
+        flags = struct.unpack("l", fcntl.ioctl(fd, _FS_IOC_GETFLAGS, struct.pack("l", 0)))[0]
+    except (IOError, OSError):
+        flags = 0  # a file system without attributes: nothing can forbid the rename
+    finally:
+        os.close(fd)
+    if flags & (_FS_IMMUTABLE_FL | _FS_APPEND_FL):
+        raise LedgerError("the ledger %s is immutable or append-only (chattr): it cannot be "
+                          "replaced; remove the attribute (chattr -i -a)" % path)
+    if not os.access(path, os.W_OK):
+        raise LedgerError("the ledger %s is not writable" % path)
 
 
 def _unlink_quietly(path):

@@ -30,6 +30,7 @@ but which failed is checked once more and reported as it really is.
 Backends are injected (see _backends.Backends) so tests drive this with fakes.
 """
 
+import binascii
 import collections
 import os
 
@@ -41,99 +42,34 @@ from ansible_collections.xen.suspend.plugins.module_utils._errors import (
 from ansible_collections.xen.suspend.plugins.module_utils._inventory import (
     domain_type, hvm_params, prefetch_event_channels, suspend_event_channel)
 from ansible_collections.xen.suspend.plugins.module_utils._ledger import (
-    STATE_INTENT, STATE_SUSPENDED as LEDGER_SUSPENDED, make_entry, utc_timestamp)
+    STATE_SUSPENDED as LEDGER_SUSPENDED, make_entry)
+from ansible_collections.xen.suspend.plugins.module_utils._ledger_transitions import (
+    GONE, NEVER_SENT, NOT_OURS, OTHER_SHUTDOWN, WITHDRAWN, ChangeMethod, ConfirmSuspended,
+    KeepPending, RecordIntent, Settle, apply_transitions)
 from ansible_collections.xen.suspend.plugins.module_utils._run_report import RunReport
 from ansible_collections.xen.suspend.plugins.module_utils._phases import (
-    ACKNOWLEDGE, LOCK, LOOKUP, QUIESCE, REQUEST, VERIFY, PhaseTimer)
+    ACKNOWLEDGE, LOCK, LOOKUP, QUIESCE, REQUEST, VERIFY)
+from ansible_collections.xen.suspend.plugins.module_utils._suspend_job import (
+    Request, Stage, SuspendJob)
 from ansible_collections.xen.suspend.plugins.module_utils._suspend_method import (
     AUTO, DIRECT, EVENT_CHANNEL, METHODS, XENSTORE, choose_method)
 from ansible_collections.xen.suspend.plugins.module_utils._xenstore import (
     domain_path, withdraw_suspend_request)
-
-STAGE_PENDING = "pending"
-STAGE_DRAIN = "drain"
-STAGE_ACK = "acknowledge"
-STAGE_QUIESCE = "quiesce"
-STAGE_DONE = "done"
 
 MAX_WAIT = 0.05            # longest sleep of the loop
 MIN_POLL_GAP = 0.005       # event storms (a guest hammering its port) cost at most this rate
 ADMISSION_COALESCE = 0.05  # batch admissions so one ledger write covers several domains
 LEDGER_FLUSH_INTERVAL = 0.25
 MAX_EVENTS_PER_PASS = 4096
+# A guest that answered (or was notified) but has not suspended by our timeout may still get
+# there: Linux alone may spend 20 s freezing tasks. Its entry stays this long after we give
+# up, and a later run waits for it until then (settle_by in the ledger).
+LATE_SUSPEND_GRACE = 30.0
+# Added to the run's own limits for the settle_by written with the intent (a killed run).
+SETTLE_MARGIN = 5.0
 
 SUSPEND_VALUE = b"suspend"
 RELEASE_DOMAIN = b"@releaseDomain"
-
-
-class SuspendJob(object):
-    """One domain's state machine and its result."""
-
-    def __init__(self, record, clock):
-        self.record = record
-        self.phases = PhaseTimer(clock)
-        self.stage = STAGE_PENDING
-        self.before = record.info.state
-        self.after = None
-        self.changed = False
-        self.error = None
-        self.notes = []
-        self.method = None
-        self.method_reason = None
-        self.resume_fast = True
-        self.callback_irq = 0
-        self.acpi_s_state = 0
-        self.port = None
-        self.port_reason = None
-        self.local_port = None
-        self.subscribed = False
-        self.lock = None
-        self.token = None
-        self.watch_path = None
-        self.watching = False
-        self.requested = False
-        self.request_uncertain = False
-        self.intent_written = False
-        self.succeeded = False
-        self.actionable = False
-        self.deadline = None
-        self.next_poll = None
-        self.last_poll = None
-        self.poll_requested = False
-        self.fresh_event = False
-        self.skip_events = 0
-        self.last_read = None
-        self.monitor = None
-        self.monitor_frozen = False
-
-    @property
-    def done(self):
-        return self.stage == STAGE_DONE
-
-    @property
-    def label(self):
-        return self.record.label
-
-    @property
-    def display_name(self):
-        return self.record.display_name
-
-    def result(self):
-        record = self.record
-        return {
-            "name": record.name,
-            "domid": record.domid,
-            "uuid": record.uuid,
-            "before": self.before,
-            "after": self.after if self.after is not None else self.before,
-            "method": self.method,
-            "changed": self.changed,
-            "phases": self.phases.as_dict(),
-            "error": self.error,
-            "xenstore_round_trips": record.xs_trips,
-            "lifecycle_monitor": self.monitor,
-            "notes": list(self.notes),
-        }
 
 
 class SuspendReport(RunReport):
@@ -180,13 +116,15 @@ class SuspendEngine(object):
         self._port_jobs = {}
         self._token_jobs = {}
         self._release_token = None
-        self._ledger_ops = []
+        self._transitions = []
         self._last_flush = None
         self._last_admission = None
         self._stop_reason = None
+        self._interrupted = False
         self._inflight = []
         self._errors = []
-        self._run_tag = "%d-%d" % (os.getpid(), id(self) & 0xFFFFFF)
+        # Names this run's watches and intents: unique across processes and reboots.
+        self._run_tag = "%d-%s" % (os.getpid(), binascii.hexlify(os.urandom(4)).decode("ascii"))
 
     # == public ===============================================================================
 
@@ -210,7 +148,7 @@ class SuspendEngine(object):
             for job in actionable:
                 job.after = STATE_SUSPENDED
                 job.changed = True
-                job.stage = STAGE_DONE
+                job.finish()
                 job.notes.append("check mode: would suspend with method %s" % job.method)
         elif lookup_failed and not self.continue_on_error:
             for job in actionable:
@@ -219,19 +157,28 @@ class SuspendEngine(object):
         else:
             if actionable:
                 self.backends.locks.check_run_dir()
-            self._loop(collections.deque(actionable))
-            self._reconcile(jobs)
+            try:
+                self._loop(collections.deque(actionable))
+            finally:
+                # Also after an unexpected error: every intent gets its evidence-based verdict.
+                self._settle_unfinished(jobs)
 
         stats = {
             "domains": len(jobs),
-            "attempted": sum(1 for job in jobs if job.requested),
+            "attempted": sum(1 for job in jobs if job.request is not Request.NOT_SENT),
             "wall_seconds": round(clock() - wall_start, 6),
             "cpu_seconds": round(self.backends.cpu_clock() - cpu_start, 6),
             "xenstore_round_trips": self.xs.round_trips - xs_start,
             "xenctrl_calls": getattr(self.xc, "calls", 0) - xc_start,
             "ledger_writes": self.backends.ledger.writes - writes_start,
         }
-        return SuspendReport(jobs, stats, self._errors, skipped)
+        report = SuspendReport(jobs, stats, self._errors, skipped)
+        report.interrupted = self._interrupted_by()
+        return report
+
+    def _interrupted_by(self):
+        interruption = getattr(self.backends, "interruption", None)
+        return interruption.reason if interruption is not None else None
 
     # == lookup ===============================================================================
 
@@ -278,10 +225,10 @@ class SuspendEngine(object):
                     kind="unrecorded_suspend")
             job.after = STATE_SUSPENDED
             job.method = entry.get("method")
-            job.stage = STAGE_DONE
-            if entry.get("state") == STATE_INTENT and not self.check_mode:
-                self._ledger_ops.append(("suspended", record.uuid, None))
-                job.notes.append("ledger entry confirmed as suspended")
+            job.finish()
+            if entry.get("state") != LEDGER_SUSPENDED:
+                # Not confirmed: a stopped run's. domain_resumed settles it under the lock.
+                job.notes.append("suspended, with a ledger entry a stopped run left unconfirmed")
             return
         if info.dying:
             raise DomainOperationError("the domain is dying", kind="not_running")
@@ -321,6 +268,10 @@ class SuspendEngine(object):
                 self._watch_release()
             while queue or inflight:
                 now = self.clock()
+                if not self._interrupted and self._interrupted_by() is not None:
+                    self._interrupt(inflight)
+                    inflight[:] = [job for job in inflight if not job.done]
+                    continue
                 if queue and self._stop_reason is not None:
                     while queue:
                         self._not_attempted(queue.popleft(), self._stop_reason)
@@ -346,8 +297,8 @@ class SuspendEngine(object):
                     if not job.done:
                         self._step(job, self.clock())
                 inflight[:] = [job for job in inflight if not job.done]
-                if self._ledger_ops and (self._last_flush is None or
-                                         now - self._last_flush >= LEDGER_FLUSH_INTERVAL):
+                if self._transitions and (self._last_flush is None or
+                                          now - self._last_flush >= LEDGER_FLUSH_INTERVAL):
                     self._flush_ledger(now, quiet=True)
         except BaseException as exc:
             for job in inflight:
@@ -371,7 +322,7 @@ class SuspendEngine(object):
         for job in self._inflight:
             if job.done:
                 continue
-            if job.stage == STAGE_DRAIN:
+            if job.stage is Stage.DRAIN:
                 wakeup = min(wakeup, job.deadline)
                 continue
             if job.fresh_event:
@@ -407,32 +358,38 @@ class SuspendEngine(object):
             except XenSuspendError as exc:
                 self._fail(job, exc, LOCK)
                 continue
-            job.phases.stop()
+            job.advance(Stage.LOCKED)
             batch.append(job)
+        batch = self._recheck_locked(batch)
         if not batch:
             return
         monitors = self.backends.monitors
+        wall = self.backends.wall_clock()
         for job in batch:
+            job.phases.stop()
+            intent_id = "%s-%d" % (self._run_tag, job.record.domid)
             entry = make_entry(job.record.uuid, job.record.domid, job.record.name, job.method,
-                               STATE_INTENT, job.resume_fast)
+                               resume_fast=job.resume_fast, intent_id=intent_id,
+                               settle_by=wall + self._request_window(job.method))
             if monitors is not None:
                 # Recorded before it is frozen, so whoever resumes the domain can continue it.
                 job.monitor = monitors.find(job.record.domid, job.record.name)
                 entry["lifecycle_monitor"] = job.monitor
-            self._ledger_ops.append(("intent", job.record.uuid, entry))
+            job.intent_id = intent_id
+            self._transitions.append(RecordIntent(entry))
         try:
             self._flush_ledger(now)
         except LedgerError as exc:
             self._errors.append(str(exc))
             self._stop_reason = "the ledger could not be written: %s" % exc
             for job in batch:
+                job.intent_id = None
                 self._fail(job, DomainOperationError(
                     "the intent could not be recorded in the ledger, so no request was sent: %s"
                     % exc, kind="ledger_error"), REQUEST)
             return
         by_xenstore = []
         for job in batch:
-            job.intent_written = True
             if self._held_back([job]):  # an earlier domain of this batch failed
                 continue
             self._inflight.append(job)
@@ -443,6 +400,59 @@ class SuspendEngine(object):
             self._freeze_monitor(job)
             self._start_request(job, self.clock())
         self._request_xenstore(by_xenstore)
+
+    def _request_window(self, method):
+        """How long after the intent the guest may still suspend because of this run: what
+        the run itself waits, plus a margin. Written with the intent, for a run that dies."""
+        window = self.timeout + SETTLE_MARGIN
+        if method == XENSTORE or method == EVENT_CHANNEL and self.method == AUTO:
+            window += self.ack_timeout  # an event channel may fall back to xenstore
+        return window + self.drain_timeout
+
+    def _recheck_locked(self, batch):
+        """Look again once the locks are held: between lookup and lock another tool (xl save,
+        another run of ours) may have suspended, paused or destroyed the domain. Only what is
+        seen under the lock counts."""
+        if not batch:
+            return batch
+        infos = self._domain_infos([job.record.domid for job in batch])
+        entries = None
+        kept = []
+        for job in batch:
+            try:
+                info = infos[job.record.domid] if infos is not None else \
+                    self.xc.domain_info(job.record.domid)
+                if info is None or info.uuid != job.record.uuid:
+                    job.after = STATE_GONE
+                    raise DomainOperationError("the domain no longer exists", kind="vanished")
+                job.record.info = info
+                if info.suspended:
+                    if entries is None:
+                        entries = self.backends.ledger.read()
+                    entry = entries.get(job.record.uuid)
+                    job.after = STATE_SUSPENDED
+                    if entry is not None and entry.get("state") == LEDGER_SUSPENDED:
+                        job.notes.append("suspended meanwhile by another run of this collection")
+                        self._release_resources(job)
+                        job.finish()
+                        continue
+                    raise DomainOperationError(
+                        "the domain was suspended by someone else (xl save or migrate?) just "
+                        "before our request; it is left alone and not recorded",
+                        kind="suspended_by_other")
+                if info.dying or info.shut_down:
+                    job.after = info.state
+                    raise DomainOperationError("the domain is %s, not running" % info.state,
+                                               kind="not_running")
+                if info.paused:
+                    job.after = info.state
+                    raise DomainOperationError("the domain was paused meanwhile; unpause it first",
+                                               kind="paused")
+            except XenSuspendError as exc:
+                self._fail(job, exc, LOCK)
+                continue
+            kept.append(job)
+        return kept
 
     # == requests =============================================================================
 
@@ -473,8 +483,10 @@ class SuspendEngine(object):
                                    job.callback_irq, job.acpi_s_state)
             job.notes.append("event channel %d could not be bound (%s); fell back to %s"
                              % (job.port, exc, choice.method))
-            self._ledger_ops.append(("method", job.record.uuid, choice))
             self._set_method(job, choice)
+            self._transitions.append(ChangeMethod(
+                job.record.uuid, job.intent_id, choice.method, choice.resume_fast,
+                self.backends.wall_clock() + self._request_window(choice.method)))
             if choice.method == XENSTORE:
                 self._request_xenstore([job])
             else:
@@ -485,14 +497,14 @@ class SuspendEngine(object):
         job.subscribed = True
         # Xen sets a freshly bound port pending; eat that event before notifying, or the
         # first wake-up would come from it rather than from the guest.
-        job.stage = STAGE_DRAIN
+        job.advance(Stage.DRAIN)
         job.deadline = now + min(self.drain_timeout, self.timeout)
 
     def _notify_event_channel(self, job, now):
         evtchn = self.backends.evtchn
         evtchn.unmask(job.local_port, job.record.domid)
-        evtchn.notify(job.local_port, job.record.domid)
-        job.requested = True
+        evtchn.notify(job.local_port, job.record.domid)  # an ioctl that fails did nothing
+        job.mark_request(Request.SENT)
         self._enter_quiesce(job, self.clock())
 
     def _request_xenstore(self, jobs):
@@ -524,18 +536,18 @@ class SuspendEngine(object):
             job.record.xs_trips += 1
             if outcome.error is not None:
                 # A write that timed out or lost the connection may have reached the guest.
-                job.request_uncertain = isinstance(outcome.error,
-                                                   (XenstoreTimeout, XenstoreConnectionLost))
+                if isinstance(outcome.error, (XenstoreTimeout, XenstoreConnectionLost)):
+                    job.mark_request(Request.UNCERTAIN)
                 self._fail(job, outcome.error, REQUEST)
                 continue
-            job.requested = True
+            job.mark_request(Request.SENT)
             requested.append((job, outcome.events_before))
         own = self._drain_watches(own_tokens=set(job.token for job, _stamp in requested))
         start = self.clock()
         for job, replied_at in requested:
             self._settle_own_events(job, own.get(job.token, []), replied_at)
             job.phases.start(ACKNOWLEDGE, start)
-            job.stage = STAGE_ACK
+            job.advance(Stage.ACKNOWLEDGE)
             job.deadline = start + self.ack_timeout
             job.next_poll = start + self.poll_interval
 
@@ -573,13 +585,13 @@ class SuspendEngine(object):
         job.skip_events = max(0, own_after_reply - after)
 
     def _request_direct(self, job, now):
-        self.xc.shutdown(job.record.domid, SHUTDOWN_SUSPEND)
-        job.requested = True
+        self.xc.shutdown(job.record.domid, SHUTDOWN_SUSPEND)  # a hypercall that fails did nothing
+        job.mark_request(Request.SENT)
         self._enter_quiesce(job, self.clock())
 
     def _enter_quiesce(self, job, now):
         job.phases.start(QUIESCE, now)
-        job.stage = STAGE_QUIESCE
+        job.advance(Stage.QUIESCE)
         job.deadline = now + self.timeout
         job.next_poll = now + self.poll_interval
 
@@ -599,7 +611,7 @@ class SuspendEngine(object):
             if job is None or job.done:
                 continue
             try:
-                if job.stage == STAGE_DRAIN:
+                if job.stage is Stage.DRAIN:
                     self._notify_event_channel(job, now)
                 else:
                     evtchn.unmask(port, job.record.domid)
@@ -617,14 +629,14 @@ class SuspendEngine(object):
             token = event[1]
             if token == release:
                 for job in self._inflight:
-                    if job.stage in (STAGE_ACK, STAGE_QUIESCE):
+                    if job.waiting:
                         job.poll_requested = True
                 continue
             if token in own_tokens:
                 own.setdefault(token, []).append(event[2] if len(event) > 2 else None)
                 continue
             job = self._token_jobs.get(token)
-            if job is not None and job.stage == STAGE_ACK:
+            if job is not None and job.stage is Stage.ACKNOWLEDGE:
                 if job.skip_events:
                     job.skip_events -= 1
                     continue
@@ -654,22 +666,22 @@ class SuspendEngine(object):
 
     def _step(self, job, now):
         try:
-            if job.stage == STAGE_DRAIN:
+            if job.stage is Stage.DRAIN:
                 if now >= job.deadline:
                     job.notes.append("the event Xen sets on bind did not show up; notifying anyway")
                     self._notify_event_channel(job, now)
                 return
-            if job.stage == STAGE_ACK:
+            if job.stage is Stage.ACKNOWLEDGE:
                 if self.clock() >= job.deadline:
                     self._ack_timeout(job)
-            elif job.stage == STAGE_QUIESCE and now >= job.deadline:
+            elif job.stage is Stage.QUIESCE and now >= job.deadline:
                 self._quiesce_timeout(job)
         except XenSuspendError as exc:
             self._fail(job, exc, job.phases.current)
 
     def _poll_due(self, jobs, now):
         """The backstop: domain info for every job whose poll is due, in one batch."""
-        due = [job for job in jobs if not job.done and job.stage in (STAGE_ACK, STAGE_QUIESCE) and
+        due = [job for job in jobs if not job.done and job.waiting and
                (now >= job.next_poll or job.poll_requested and now >= self._earliest_poll(job, now))]
         if not due:
             return
@@ -703,6 +715,11 @@ class SuspendEngine(object):
             raise DomainOperationError("the domain disappeared while being suspended", kind="vanished")
         job.record.info = info
         if info.suspended:
+            if job.stage is Stage.ACKNOWLEDGE and not self._answered_before_suspend(job):
+                raise DomainOperationError(
+                    "the domain was suspended by someone else (xl save or migrate?) while our "
+                    "request stood unanswered; our request was withdrawn and the suspend is not "
+                    "recorded as ours", kind="suspended_by_other")
             self._verify(job, info)
             return True
         if info.dying:
@@ -715,10 +732,24 @@ class SuspendEngine(object):
                 % reason_name(info.shutdown_reason), kind="unexpected_shutdown")
         return False
 
+    def _answered_before_suspend(self, job):
+        """The domain is suspended but we saw no answer yet: if our "suspend" still stands in
+        ~/control/shutdown the guest never took it, so somebody else suspended the domain. A
+        transaction takes it back, so the guest cannot act on it after that other party's
+        resume. False means: not ours (the request is withdrawn)."""
+        with _counted(self.xs, job.record):
+            withdrawn = withdraw_suspend_request(self.xs, job.record.domid)
+        if withdrawn:
+            job.mark_request(Request.WITHDRAWN)
+            job.after = STATE_SUSPENDED
+            return False
+        job.mark_request(Request.ANSWERED)
+        return True
+
     def _read_acks(self, jobs, now):
         """Read ~/control/shutdown of every job whose watch fired, in one pipelined batch; a
         guest that no longer leaves "suspend" there has answered."""
-        due = [job for job in jobs if not job.done and job.stage == STAGE_ACK and job.fresh_event
+        due = [job for job in jobs if not job.done and job.stage is Stage.ACKNOWLEDGE and job.fresh_event
                and now >= self._earliest_read(job, now)]
         if not due:
             return
@@ -736,6 +767,9 @@ class SuspendEngine(object):
     def _acknowledged(self, jobs):
         """The guests of ``jobs`` answered: their watches go (one pipelined batch), then they
         are waited for to suspend."""
+        for job in jobs:
+            if job.request is not Request.ANSWERED:
+                job.mark_request(Request.ANSWERED)
         watching = [job for job in jobs if job.watching]
         for job in watching:
             job.watching = False
@@ -753,21 +787,24 @@ class SuspendEngine(object):
         # A guest that answers while we give up still counts as having answered.
         try:
             with _counted(self.xs, job.record):
-                late_ack = not withdraw_suspend_request(self.xs, job.record.domid)
+                withdrawn = withdraw_suspend_request(self.xs, job.record.domid)
         except XenSuspendError as exc:
-            job.request_uncertain = True
             raise DomainOperationError(
                 "the guest did not acknowledge the suspend request within %g s, and the request "
-                "could not be withdrawn (%s): the guest may still act on it later"
-                % (self.ack_timeout, exc), kind="not_acknowledged")
-        if late_ack:
+                "could not be withdrawn (%s): the guest may still act on it later, so its ledger "
+                "entry is kept" % (self.ack_timeout, exc), kind="not_acknowledged")
+        if not withdrawn:
             job.notes.append("acknowledged at the last moment")
             self._acknowledged([job])
             return
+        job.mark_request(Request.WITHDRAWN)
         info = self.xc.domain_info(job.record.domid)
         if info is not None and info.suspended and info.uuid == job.record.uuid:
-            self._verify(job, info)
-            return
+            job.after = STATE_SUSPENDED
+            raise DomainOperationError(
+                "the domain was suspended by someone else (xl save or migrate?) while our request "
+                "stood unanswered; our request was withdrawn and the suspend is not recorded as "
+                "ours", kind="suspended_by_other")
         raise DomainOperationError(
             "the guest did not acknowledge the suspend request within %g s; the request was "
             "withdrawn and the guest is left running (a guest that never answered is never "
@@ -798,9 +835,9 @@ class SuspendEngine(object):
         self._release_resources(job)
         job.after = STATE_SUSPENDED
         job.changed = True
-        job.succeeded = True
-        job.stage = STAGE_DONE
-        self._ledger_ops.append(("suspended", job.record.uuid, None))
+        job.verified = True
+        job.finish()
+        self._transitions.append(ConfirmSuspended(job.record.uuid, job.intent_id, evidence_of(info)))
         job.phases.stop()
 
     # == endings ==============================================================================
@@ -814,16 +851,40 @@ class SuspendEngine(object):
                      "phase": phase}
         job.error = error
         job.phases.stop()
-        job.stage = STAGE_DONE
+        job.finish()
         self._release_resources(job)
         if not self.continue_on_error and self._stop_reason is None:
             self._stop_reason = ("not attempted: %s failed and continue_on_error is false"
                                  % job.label)
 
     def _not_attempted(self, job, reason):
-        job.stage = STAGE_DONE
+        job.finish()
         job.error = {"kind": "not_attempted", "phase": None,
                      "message": "domain %s: %s" % (job.label, reason)}
+
+    def _interrupt(self, inflight):
+        """A signal arrived: no new requests; each guest still waiting gets its unanswered
+        request withdrawn; what may still suspend stays in the ledger (_settle_unfinished)."""
+        self._interrupted = True
+        reason = self._interrupted_by()
+        self._stop_reason = "not attempted: the run was interrupted by %s" % reason
+        for job in list(inflight):
+            if job.done:
+                continue
+            what = "interrupted by %s while %s" % (reason, job.stage.value)
+            if job.stage is Stage.ACKNOWLEDGE:
+                try:
+                    with _counted(self.xs, job.record):
+                        withdrawn = withdraw_suspend_request(self.xs, job.record.domid)
+                    if withdrawn:
+                        job.mark_request(Request.WITHDRAWN)
+                        what += "; the unanswered request was withdrawn"
+                    else:
+                        job.mark_request(Request.ANSWERED)
+                        what += "; the guest had answered, so its ledger entry is kept"
+                except XenSuspendError as exc:
+                    what += "; the request could not be withdrawn (%s)" % exc
+            self._fail(job, DomainOperationError(what, kind="interrupted"), job.phases.current)
 
     def _drop_watch(self, job):
         if job.watching:
@@ -875,78 +936,96 @@ class SuspendEngine(object):
                 job.monitor = dict(job.monitor, state="running")
                 job.notes.append("xl's monitor (pid %s) continued: %s" % (job.monitor["pid"], why))
 
-    def _reconcile(self, jobs):
-        """Second look at every domain whose request was sent but that failed."""
-        for job in jobs:
-            if job.monitor_frozen and not job.succeeded:
-                self._thaw_monitor_unless_suspended(job)
-            if not job.intent_written or job.succeeded:
-                continue
+    def _settle_unfinished(self, jobs):
+        """Every job with an intent in the ledger that did not end verified: look at the domain
+        once more and decide its entry on evidence only (see _ledger_transitions)."""
+        unfinished = [job for job in jobs if job.intent_written and not job.verified]
+        infos = self._domain_infos([job.record.domid for job in unfinished]) or {}
+        for job in unfinished:
             try:
-                info = self.xc.domain_info(job.record.domid)
+                info = infos[job.record.domid] if job.record.domid in infos else \
+                    self.xc.domain_info(job.record.domid)
             except XenSuspendError as exc:
-                job.notes.append("state unknown after the failure (%s); its ledger entry is kept" % exc)
+                job.notes.append("state unknown after the failure (%s); its ledger entry is kept "
+                                 "for the next run to settle" % exc)
                 continue
-            if info is not None and info.uuid == job.record.uuid and info.suspended:
-                job.after = STATE_SUSPENDED
-                job.notes.append("the domain suspended after the failure above: it is suspended now "
-                                 "and stays in the ledger, so domain_resumed can bring it back")
-                continue
-            if job.request_uncertain and info is not None and info.uuid == job.record.uuid:
-                job.after = info.state
-                job.notes.append("the suspend request may still be pending in the guest; its ledger "
-                                 "entry is kept so that a later suspend shows up in domain_resumed")
-                continue
-            job.after = info.state if info is not None and info.uuid == job.record.uuid else STATE_GONE
-            self._ledger_ops.append(("remove", job.record.uuid, None))
+            self._settle(job, info)
         try:
             self._flush_ledger(self.clock())
         except LedgerError as exc:
             self._errors.append(str(exc))
 
-    def _thaw_monitor_unless_suspended(self, job):
-        try:
-            info = self.xc.domain_info(job.record.domid)
-        except XenSuspendError:
-            info = None
-        if info is not None and info.uuid == job.record.uuid and info.suspended:
-            return  # suspended late: it stays frozen until domain_resumed continues it
+    def _settle(self, job, info):
+        uuid, intent_id = job.record.uuid, job.intent_id
+        if info is None or info.uuid != uuid:
+            job.after = STATE_GONE
+            self._transitions.append(Settle(uuid, intent_id, GONE))
+            self._thaw_monitor(job, "the domain is gone")
+            return
+        job.after = info.state
+        if info.suspended:
+            if job.request.may_act:
+                job.notes.append("the domain suspended after the failure above: it is recorded "
+                                 "as suspended, so domain_resumed brings it back")
+                self._transitions.append(ConfirmSuspended(uuid, intent_id, evidence_of(info)))
+                return  # its xl monitor stays stopped until the resume
+            job.notes.append("suspended by someone else; not recorded as ours")
+            self._transitions.append(Settle(uuid, intent_id, NOT_OURS))
+            self._thaw_monitor(job, "the suspend is not ours")
+            return
+        if info.shut_down or info.dying:
+            self._transitions.append(Settle(uuid, intent_id, OTHER_SHUTDOWN))
+            self._thaw_monitor(job, "the domain %s; xl handles it" % info.state)
+            return
+        if job.request.may_act and job.method == XENSTORE:
+            # A request we cannot account for must not stay in the node: taken back unless the
+            # guest answered it.
+            try:
+                with _counted(self.xs, job.record):
+                    withdrawn = withdraw_suspend_request(self.xs, job.record.domid)
+                if withdrawn:
+                    job.mark_request(Request.WITHDRAWN)
+                    job.notes.append("our suspend request was withdrawn")
+                elif job.request is not Request.ANSWERED:
+                    job.mark_request(Request.ANSWERED)
+            except XenSuspendError as exc:
+                job.notes.append("the request could not be withdrawn (%s)" % exc)
+        if job.request.may_act:
+            settle_by = self.backends.wall_clock() + LATE_SUSPEND_GRACE
+            job.notes.append(
+                "the guest may still suspend because of our request (%s): its ledger entry is "
+                "kept, and domain_resumed waits for it (settle_timeout) and resumes it"
+                % job.request.value)
+            self._transitions.append(KeepPending(uuid, intent_id, settle_by, job.request.value))
+            return  # its xl monitor stays stopped: it would exit on the late suspend
+        reason = WITHDRAWN if job.request is Request.WITHDRAWN else NEVER_SENT
+        self._transitions.append(Settle(uuid, intent_id, reason))
         self._thaw_monitor(job, "the domain was not suspended")
 
     # == ledger ===============================================================================
 
     def _flush_ledger(self, now, quiet=False):
-        if not self._ledger_ops or self.check_mode:
+        if not self._transitions or self.check_mode:
             return
-        ops, self._ledger_ops = self._ledger_ops, []
-        stamp = utc_timestamp()
-
-        def apply(entries):
-            for op, uuid, data in ops:
-                if op == "intent":
-                    entries[uuid] = data
-                elif op == "remove":
-                    entries.pop(uuid, None)
-                elif uuid in entries:
-                    if op == "suspended":
-                        entries[uuid]["state"] = LEDGER_SUSPENDED
-                        entries[uuid]["suspended_at"] = stamp
-                    elif op == "method":
-                        entries[uuid]["method"] = data.method
-                        entries[uuid]["resume_fast"] = data.resume_fast
-
+        transitions, self._transitions = self._transitions, []
         self._last_flush = now
         try:
-            self.backends.ledger.update(apply)
+            apply_transitions(self.backends.ledger, transitions)
         except LedgerError as exc:
             # Intents that could not be written must never be written later: their requests
-            # are not sent. Confirmations and removals are retried by the next flush.
-            self._ledger_ops = [op for op in ops if op[0] != "intent"] + self._ledger_ops
+            # are not sent. Confirmations and settlements are retried by the next flush.
+            self._transitions = [t for t in transitions if not isinstance(t, RecordIntent)] + \
+                self._transitions
             if quiet:
                 if str(exc) not in self._errors:
                     self._errors.append(str(exc))
                 return
             raise
+
+
+def evidence_of(info):
+    """What ties a ledger entry to this very suspend (see ConfirmSuspended)."""
+    return {"domid": info.domid, "cpu_time_ns": int(info.cpu_time)}
 
 
 class _counted(object):

@@ -67,6 +67,8 @@ class FakeDomain(object):
                 "00000000-0000-0000-0000-000000000000"
         self.uuid = uuid
         self.shutdown_code = None
+        # grows whenever the guest runs again (a resume): what ledger evidence relies on
+        self.cpu_time_ns = 10 ** 9
         self.dying = False
         self.destroyed = False
         self.subscribed_port = 0
@@ -108,8 +110,8 @@ class FakeDomain(object):
         return flags
 
     def info(self):
-        return DomainInfo(self.domid, self.flags, self.uuid, cpu_time=10 ** 9, tot_pages=1024,
-                          max_pages=1024, online_vcpus=1)
+        return DomainInfo(self.domid, self.flags, self.uuid, cpu_time=self.cpu_time_ns,
+                          tot_pages=1024, max_pages=1024, online_vcpus=1)
 
     @property
     def suspended(self):
@@ -214,6 +216,7 @@ class World(object):
             ledger=ledger or Ledger(str(tmp_path / "ledger" / "ledger.json")),
             evtchn_factory=lambda: self.evtchn,
             clock=self.clock,
+            wall_clock=lambda: 1.7e9 + self.clock.now,
             cpu_clock=lambda: 0.0,
             wait=FakeWait(self),
         )
@@ -323,6 +326,7 @@ class FakeXenCtrl(object):
         if not domain.suspended:
             raise XenCallError("xc_domain_resume", errno=errno.EINVAL, domid=domid)
         domain.shutdown_code = None
+        domain.cpu_time_ns += 10 ** 6
         domain.resumes.append(fast)
         self.resumed.append((domid, fast))
 

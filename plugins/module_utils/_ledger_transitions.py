@@ -1,0 +1,165 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) xen.suspend contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""PRIVATE to the xen.suspend collection: the only ways a ledger entry may change.
+
+An entry's life::
+
+    (none) --RecordIntent--> intent --ConfirmSuspended--> suspended
+                               |  \\--KeepPending (request may still act: settle_by moves)
+                               \\---------------+------------------------------> Settle(reason)
+
+``Settle`` removes an entry and needs one of SETTLE_REASONS: each is positive evidence that
+the guest cannot (any more) suspend because of our request, or that it runs again. Nothing
+else removes an entry. Every transition names the intent it belongs to (``intent_id``, unique
+per suspend attempt) and does nothing when the entry now belongs to another attempt: a run
+whose ledger write is late never undoes a newer run's record.
+"""
+
+import calendar
+import time
+
+from ansible_collections.xen.suspend.plugins.module_utils._ledger import (
+    STATE_INTENT, STATE_SUSPENDED, utc_timestamp)
+
+# Why an entry left the ledger (the evidence).
+NEVER_SENT = "never_sent"            # our process knows no request reached the guest
+WITHDRAWN = "withdrawn"              # "suspend" taken back from ~/control/shutdown in a transaction
+GONE = "gone"                        # the domain no longer exists (destroyed, or another UUID)
+OTHER_SHUTDOWN = "other_shutdown"    # shut down for another reason (reboot, poweroff, crash)
+RESUMED = "resumed"                  # we resumed it and saw it run
+FOUND_RUNNING = "found_running"      # recorded suspended, but runs again (resumed by someone else)
+DID_NOT_SUSPEND = "did_not_suspend"  # still running after its settle_by time: the guest let the request go
+NOT_OURS = "not_ours"                # suspended by someone else while our request stood unanswered
+PRUNED = "pruned"                    # a vanished domain's entry removed on request (prune_vanished)
+SETTLE_REASONS = (NEVER_SENT, WITHDRAWN, GONE, OTHER_SHUTDOWN, RESUMED, FOUND_RUNNING,
+                  DID_NOT_SUSPEND, NOT_OURS, PRUNED)
+
+
+def parse_timestamp(stamp):
+    """Seconds since the epoch of a ledger timestamp, None when absent or malformed."""
+    try:
+        return calendar.timegm(time.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ"))
+    except (TypeError, ValueError):
+        return None
+
+
+def settle_deadline_passed(entry, now=None):
+    """True once the time by which an answered request must have led to a suspend is over."""
+    deadline = parse_timestamp(entry.get("settle_by"))
+    if deadline is None:  # entries of older versions: libxl's 60 s + 60 s, with room
+        intent = parse_timestamp(entry.get("intent_at"))
+        deadline = None if intent is None else intent + 600
+    return deadline is not None and (time.time() if now is None else now) >= deadline
+
+
+def _belongs(entry, intent_id):
+    # Entries written before intent ids existed have none: they match any transition.
+    return entry is not None and entry.get("intent_id", intent_id) == intent_id
+
+
+class Transition(object):
+    """One change to one entry; ``apply(entries, stamp)`` changes ``entries`` in place."""
+
+    uuid = None
+
+    def apply(self, entries, stamp):
+        raise NotImplementedError
+
+
+class RecordIntent(Transition):
+    """Before any request: the entry that lets a later run find and settle this domain. It
+    replaces a stale entry of the same UUID (the caller holds the domain's lock and has just
+    seen the domain running)."""
+
+    def __init__(self, entry):
+        self.entry = entry
+        self.uuid = entry["uuid"]
+
+    def apply(self, entries, stamp):
+        entries[self.uuid] = dict(self.entry)
+
+
+class ConfirmSuspended(Transition):
+    """The domain reached shutdown(suspend) because of our request. ``evidence`` identifies
+    this very suspend: the domid and the domain's CPU time, which cannot change while the
+    domain stays suspended and grows if anybody resumes it in between."""
+
+    def __init__(self, uuid, intent_id, evidence):
+        self.uuid = uuid
+        self.intent_id = intent_id
+        self.evidence = evidence
+
+    def apply(self, entries, stamp):
+        entry = entries.get(self.uuid)
+        if not _belongs(entry, self.intent_id):
+            return
+        entry["state"] = STATE_SUSPENDED
+        entry["suspended_at"] = stamp
+        entry["evidence"] = dict(self.evidence)
+        entry.pop("settle_by", None)
+        entry.pop("pending", None)
+
+
+class ChangeMethod(Transition):
+    """The event channel could not be bound and ``auto`` fell back to another protocol."""
+
+    def __init__(self, uuid, intent_id, method, resume_fast, settle_by):
+        self.uuid = uuid
+        self.intent_id = intent_id
+        self.method = method
+        self.resume_fast = resume_fast
+        self.settle_by = settle_by
+
+    def apply(self, entries, stamp):
+        entry = entries.get(self.uuid)
+        if _belongs(entry, self.intent_id) and entry["state"] == STATE_INTENT:
+            entry["method"] = self.method
+            entry["resume_fast"] = bool(self.resume_fast)
+            entry["settle_by"] = utc_timestamp(self.settle_by)
+
+
+class KeepPending(Transition):
+    """The request may still make the guest suspend (it answered, was notified, or our write's
+    fate is unknown): the entry stays, and ``settle_by`` says until when a later run waits."""
+
+    def __init__(self, uuid, intent_id, settle_by, why):
+        self.uuid = uuid
+        self.intent_id = intent_id
+        self.settle_by = settle_by
+        self.why = why
+
+    def apply(self, entries, stamp):
+        entry = entries.get(self.uuid)
+        if _belongs(entry, self.intent_id) and entry["state"] == STATE_INTENT:
+            entry["settle_by"] = utc_timestamp(self.settle_by)
+            entry["pending"] = self.why
+
+
+class Settle(Transition):
+    """Remove the entry, for one of SETTLE_REASONS."""
+
+    def __init__(self, uuid, intent_id, reason):
+        if reason not in SETTLE_REASONS:
+            raise ValueError("not a reason to remove a ledger entry: %r" % (reason,))
+        self.uuid = uuid
+        self.intent_id = intent_id
+        self.reason = reason
+
+    def apply(self, entries, stamp):
+        if _belongs(entries.get(self.uuid), self.intent_id):
+            del entries[self.uuid]
+
+
+def apply_transitions(ledger, transitions):
+    """All ``transitions`` in one atomic ledger write (none when nothing changes)."""
+    if not transitions:
+        return None
+    stamp = utc_timestamp()
+
+    def mutate(entries):
+        for transition in transitions:
+            transition.apply(entries, stamp)
+
+    return ledger.update(mutate)
