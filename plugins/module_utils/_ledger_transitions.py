@@ -55,8 +55,11 @@ def settle_deadline_passed(entry, now=None):
 
 
 def _belongs(entry, intent_id):
-    # Entries written before intent ids existed have none: they match any transition.
-    return entry is not None and entry.get("intent_id", intent_id) == intent_id
+    """Entries written before intent ids existed have none, and a transition without one (an
+    operator's explicit prune) applies to whatever entry the UUID has."""
+    if entry is None:
+        return False
+    return intent_id is None or entry.get("intent_id", intent_id) == intent_id
 
 
 class Transition(object):

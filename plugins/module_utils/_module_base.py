@@ -18,7 +18,9 @@ from ansible_collections.xen.suspend.plugins.module_utils._argument_spec import 
 from ansible_collections.xen.suspend.plugins.module_utils._backends import open_backends
 from ansible_collections.xen.suspend.plugins.module_utils._errors import (
     DependencyError, XenSuspendError)
+from ansible_collections.xen.suspend.plugins.module_utils._interruption import Interruption
 from ansible_collections.xen.suspend.plugins.module_utils._inventory import list_records, read_names
+from ansible_collections.xen.suspend.plugins.module_utils._recovery import recover
 from ansible_collections.xen.suspend.plugins.module_utils._targets import (
     needs_names, parse_selectors)
 from ansible_collections.xen.suspend.plugins.module_utils._xen_libraries import (
@@ -79,16 +81,33 @@ class XenSuspendModule(object):
     def warn(self, message):
         self.module.warn(message)
 
-    def report(self, report, verb):
+    def recover(self, backends, skip=()):
+        """Settle what stopped runs left (see _recovery); only reports in check mode."""
+        report = recover(backends, backends.ledger.read(), act=not self.check_mode, skip=skip)
+        for message in report.errors:
+            self.warn(message)
+        return report
+
+    def report(self, report, verb, recovery=None):
         """(result, failure) of a suspend or resume run, as execute() returns them: run-level
-        errors become warnings; failed domains fail the task unless continue_on_error."""
+        errors become warnings; failed domains fail the task unless continue_on_error; an
+        interrupted run always fails."""
         for message in report.errors:
             self.warn(message)
         summary = report.failure_summary(verb)
         if summary and self.params.get("continue_on_error"):
             self.warn(summary)
             summary = None
-        return report.module_result(diff=self.diff_mode), summary
+        result = report.module_result(diff=self.diff_mode)
+        if recovery is not None:
+            result["recovery"] = recovery.as_dict()
+            result["changed"] = result["changed"] or recovery.changed
+        interrupted = getattr(report, "interrupted", None)
+        if interrupted:
+            result["interrupted"] = interrupted
+            summary = "interrupted by %s: what was in flight was settled (see the per-domain " \
+                      "results)%s" % (interrupted, "; " + summary if summary else "")
+        return result, summary
 
     # -- running -------------------------------------------------------------------------------
 
@@ -107,7 +126,9 @@ class XenSuspendModule(object):
             backends = BACKENDS_FACTORY(
                 ledger_path=params["ledger"], xen_run_dir=params.get("xen_run_dir"),
                 xenstore_timeout=params["xenstore_timeout"])
-            result, failure = self.execute(backends)
+            with Interruption() as interruption:
+                backends.interruption = interruption
+                result, failure = self.execute(backends)
         except DependencyError as exc:
             if exc.python_library:
                 msg = missing_required_lib(exc.library, reason="on the Xen dom0 (install %s)" % exc.install)

@@ -15,7 +15,6 @@ made the hypercall itself (direct method) -- then XS_RESUME, so C xenstored re-a
 synchronous hypercalls per domain, so domains are done one after another.
 """
 
-import calendar
 import time
 
 from ansible_collections.xen.suspend.plugins.module_utils._domain_state import (
@@ -25,23 +24,20 @@ from ansible_collections.xen.suspend.plugins.module_utils._errors import (
 from ansible_collections.xen.suspend.plugins.module_utils._phases import (
     LOCK, LOOKUP, RESUME, VERIFY, PhaseTimer)
 from ansible_collections.xen.suspend.plugins.module_utils._ledger import STATE_INTENT
+from ansible_collections.xen.suspend.plugins.module_utils._ledger_transitions import (
+    DID_NOT_SUSPEND, FOUND_RUNNING, NOT_OURS, OTHER_SHUTDOWN, PRUNED, RESUMED, WITHDRAWN, Settle,
+    apply_transitions, settle_deadline_passed)
+from ansible_collections.xen.suspend.plugins.module_utils._suspend_method import XENSTORE
 from ansible_collections.xen.suspend.plugins.module_utils._run_report import RunReport
 from ansible_collections.xen.suspend.plugins.module_utils._targets import (
     KIND_DOMID, KIND_NAME, KIND_UUID, refusal, select_targets)
 from ansible_collections.xen.suspend.plugins.module_utils._xenstore import withdraw_suspend_request
 
 VERIFY_POLL = 0.005
-# How long after its intent an answered request may still turn into a suspend: libxl's 60 s
-# acknowledgement plus 60 s quiesce, with room to spare.
-ANSWERED_REQUEST_GRACE = 600
-
-
-def _recent(stamp, now=None):
-    try:
-        written = calendar.timegm(time.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ"))
-    except (TypeError, ValueError):
-        return False
-    return (time.time() if now is None else now) - written < ANSWERED_REQUEST_GRACE
+SETTLE_POLL = 0.05
+# Long enough for a killed run's guests at the default options (their settle_by is at most
+# ack_timeout + timeout + a few seconds after the intent), so one resume settles them.
+DEFAULT_SETTLE_TIMEOUT = 150.0
 
 
 class ResumeJob(object):
@@ -56,8 +52,14 @@ class ResumeJob(object):
         self.error = None
         self.notes = []
         self.succeeded = False
-        self.remove_entry = False
+        self.withdrawn = False
+        self.lock = None
         self.monitor = (entry or {}).get("lifecycle_monitor")
+
+    def release(self):
+        if self.lock is not None:
+            lock, self.lock = self.lock, None
+            lock.release()
 
     @property
     def uuid(self):
@@ -85,6 +87,7 @@ class ResumeJob(object):
             "after": self.after if self.after is not None else self.before,
             "changed": self.changed,
             "recorded": self.entry is not None,
+            "withdrawn": self.withdrawn,
             "lifecycle_monitor": self.monitor,
             "phases": self.phases.as_dict(),
             "error": self.error,
@@ -167,35 +170,68 @@ class ResumeReport(RunReport):
     def __init__(self, jobs, vanished, skipped, stats, errors):
         RunReport.__init__(self, jobs, stats, errors, skipped)
         self.vanished = vanished
+        self.recovery = None
+        self.interrupted = None
+
+    @property
+    def changed_names(self):
+        """Only domains really resumed: withdrawn requests are their own list."""
+        return self.names(lambda job: job.changed and not job.withdrawn)
 
     @property
     def resumed(self):
         return self.changed_names
 
+    @property
+    def withdrawn(self):
+        return self.names(lambda job: job.withdrawn)
+
+    @property
+    def changed(self):
+        return RunReport.changed.fget(self) or bool(self.recovery and self.recovery.changed)
+
     def module_result(self, diff=False):
         result = RunReport.module_result(self, diff)
         result["vanished"] = self.vanished
+        withdrawn = self.withdrawn
+        if self.recovery is not None:
+            withdrawn += [name for name in self.recovery.names("withdrawn") if name not in withdrawn]
+            result["recovery"] = self.recovery.as_dict()
+        result["withdrawn"] = withdrawn
+        if self.interrupted:
+            result["interrupted"] = self.interrupted
         return result
 
 
 class ResumeEngine(object):
     """Resumes the jobs of a ResumePlan. ``timeout``: how long to wait for a resumed domain
-    to be seen running."""
+    to be seen running; ``settle_timeout``: how long to wait for guests that may still be on
+    their way down because of a request of ours (answered, notified, or a stopped run's)."""
 
     def __init__(self, backends, timeout=10.0, continue_on_error=False, check_mode=False,
-                 prune_vanished=False):
-        if timeout is None or not timeout > 0:  # pylint: disable=unnecessary-negation  # also rejects NaN
-            raise TargetError("invalid options, nothing was touched: timeout must be > 0, not %r"
-                              % (timeout,))
+                 prune_vanished=False, settle_timeout=DEFAULT_SETTLE_TIMEOUT,
+                 force_unrecorded=False):
+        for name, value in (("timeout", timeout), ("settle_timeout", settle_timeout)):
+            if value is None or not value >= 0 or (name == "timeout" and not value > 0):  # pylint: disable=unnecessary-negation  # also rejects NaN
+                raise TargetError("invalid options, nothing was touched: %s must be > 0, not %r"
+                                  % (name, value))
         self.backends = backends
         self.xc = backends.xenctrl
         self.xs = backends.xenstore
         self.clock = backends.clock
         self.timeout = float(timeout)
+        self.settle_timeout = float(settle_timeout)
         self.continue_on_error = continue_on_error
         self.check_mode = check_mode
         self.prune_vanished = prune_vanished
+        self.force_unrecorded = force_unrecorded
         self._errors = []
+        self._transitions = []
+        self._stop_reason = None
+
+    def _interrupted_by(self):
+        interruption = getattr(self.backends, "interruption", None)
+        return interruption.reason if interruption is not None else None
 
     def run(self, plan):
         clock = self.clock
@@ -204,19 +240,22 @@ class ResumeEngine(object):
         xs_start = self.xs.round_trips
         xc_start = getattr(self.xc, "calls", 0)
         writes_start = self.backends.ledger.writes
-        stop_reason = None
         if not self.check_mode and any(job.record is not None for job in plan.jobs):
             self.backends.locks.check_run_dir()
-        for job in plan.jobs:
-            if stop_reason is not None:
-                job.error = {"kind": "not_attempted", "phase": None,
-                             "message": "domain %s: %s" % (job.label, stop_reason)}
-                continue
-            self._resume_one(job)
-            if job.error is not None and not self.continue_on_error:
-                stop_reason = "not attempted: %s failed and continue_on_error is false" % job.label
-        self._thaw_vanished_monitors(plan)
-        self._update_ledger(plan)
+        waiting = []
+        try:
+            for job in plan.jobs:
+                if self._check_stop(job):
+                    continue
+                if self._start(job):
+                    waiting.append(job)
+                self._note_failure(job)
+            self._wait_for_settling(waiting)
+        finally:
+            for job in plan.jobs:
+                job.release()
+            self._thaw_vanished_monitors(plan)
+            self._update_ledger(plan)
         stats = {
             "domains": len(plan.jobs),
             "wall_seconds": round(clock() - wall_start, 6),
@@ -225,13 +264,37 @@ class ResumeEngine(object):
             "xenctrl_calls": getattr(self.xc, "calls", 0) - xc_start,
             "ledger_writes": self.backends.ledger.writes - writes_start,
         }
-        return ResumeReport(plan.jobs, plan.vanished, plan.skipped, stats, self._errors)
+        report = ResumeReport(plan.jobs, plan.vanished, plan.skipped, stats, self._errors)
+        report.interrupted = self._interrupted_by()
+        return report
 
-    def _resume_one(self, job):
-        lock = None
+    def _check_stop(self, job):
+        if self._stop_reason is None and self._interrupted_by() is not None:
+            self._stop_reason = "not attempted: the run was interrupted by %s" % self._interrupted_by()
+        if self._stop_reason is None:
+            return False
+        job.error = {"kind": "not_attempted", "phase": None,
+                     "message": "domain %s: %s" % (job.label, self._stop_reason)}
+        return True
+
+    def _note_failure(self, job):
+        if job.error is not None and not self.continue_on_error and self._stop_reason is None:
+            self._stop_reason = "not attempted: %s failed and continue_on_error is false" % job.label
+
+    # -- one domain ------------------------------------------------------------------------
+
+    def _start(self, job):
+        """Lock, look, act. True when the job must wait for the guest to settle."""
         phase = LOOKUP
         try:
             job.phases.start(LOOKUP)
+            if not self.check_mode:
+                phase = LOCK
+                job.phases.start(LOCK)
+                # Before looking: what a live run is doing must not be judged from outside.
+                job.lock = self.backends.locks.acquire(job.record.domid)
+                phase = LOOKUP
+                job.phases.start(LOOKUP)
             info = self.xc.domain_info(job.record.domid)
             if info is None or info.uuid != job.record.uuid:
                 job.after = STATE_GONE
@@ -242,71 +305,175 @@ class ResumeEngine(object):
             if not info.shut_down:
                 job.after = info.state
                 if job.entry is not None:
-                    self._settle_running_entry(job, info)
-                job.phases.stop()
-                return
+                    return self._settle_running(job, info)
+                return False
             if not info.suspended:
+                self._settle(job, OTHER_SHUTDOWN)
+                self._thaw_monitor(job)
                 raise DomainOperationError(
                     "the domain is shut down with reason %s, not suspended; it is not resumed"
                     % reason_name(info.shutdown_reason), kind="not_suspended")
+            self._check_ours(job, info)
             if self.check_mode:
                 job.after = STATE_RUNNING
                 job.changed = True
                 job.notes.append("check mode: would resume")
-                job.phases.stop()
-                return
-            phase = LOCK
-            job.phases.start(LOCK)
-            lock = self.backends.locks.acquire(job.record.domid)
+                return False
             phase = RESUME
-            job.phases.start(RESUME)
-            fast = True if job.entry is None else bool(job.entry.get("resume_fast", True))
-            self.xc.resume(job.record.domid, fast)
-            job.changed = True
-            try:
-                self.xs.resume_domain(job.record.domid)
-            except XenstoreError as exc:
-                job.notes.append("XS_RESUME failed (%s): C xenstored may not report this domain's "
-                                 "next shutdown" % exc)
-            phase = VERIFY
-            job.phases.start(VERIFY)
-            self._wait_running(job)
-            job.succeeded = True
-            job.remove_entry = job.entry is not None
-            self._thaw_monitor(job)
+            self._resume(job)
         except XenSuspendError as exc:
-            exc.with_context(domain=job.label, phase=phase)
+            exc.with_context(domain=job.label, phase=job.phases.current or phase)
             job.error = exc.to_dict()
+            job.release()
         finally:
             job.phases.stop()
-            if lock is not None:
-                lock.release()
+        return False
 
-    def _settle_running_entry(self, job, info):
-        """The ledger says we meant to suspend this domain, but it runs. An ``intent`` entry
-        means a suspend run stopped part-way (killed, say): its request may still wait in
-        ~/control/shutdown, and the guest would suspend later, unrecorded. Resuming means
-        wanting it running, so a request it has not answered is withdrawn; one it has answered
-        may be in progress, so the entry stays for a later run."""
-        if job.entry.get("state") == STATE_INTENT and not self.check_mode:
+    def _check_ours(self, job, info):
+        """Resume only the suspend we made: a stopped run's intent whose request still stands
+        unanswered was not taken by the guest (somebody else suspended it); a confirmed entry
+        must match the domain's CPU time at our verification."""
+        entry = job.entry
+        if entry is None:
+            return
+        if entry.get("state") == STATE_INTENT and entry.get("method") == XENSTORE and not self.check_mode:
+            if withdraw_suspend_request(self.xs, job.record.domid):
+                self._settle(job, NOT_OURS)
+                job.notes.append("our request was still unanswered: withdrawn")
+                self._thaw_monitor(job)
+                raise DomainOperationError(
+                    "suspended by someone else (xl save or migrate?) while our request stood "
+                    "unanswered; it is not resumed", kind="suspended_by_other")
+        evidence = entry.get("evidence")
+        if evidence and not self.force_unrecorded and (
+                evidence.get("cpu_time_ns") != int(info.cpu_time)):
+            raise DomainOperationError(
+                "suspended, but not by the suspend the ledger recorded (its CPU time changed "
+                "since: it ran and was suspended again, by someone else); it is not resumed "
+                "unless force_unrecorded is set", kind="identity_mismatch")
+
+    def _settle_running(self, job, info):
+        """The ledger says we meant to suspend this domain, but it runs."""
+        entry = job.entry
+        if entry.get("state") != STATE_INTENT:
+            self._settle(job, FOUND_RUNNING)
+            job.notes.append("recorded suspended, but running (resumed by someone else); its "
+                             "ledger entry is removed")
+            self._thaw_monitor(job)
+            return False
+        if self.check_mode:
+            job.notes.append("check mode: a stopped run's request would be withdrawn or waited for")
+            return False
+        if entry.get("method") == XENSTORE:
             try:
                 withdrawn = withdraw_suspend_request(self.xs, job.record.domid)
             except XenSuspendError as exc:
-                job.notes.append("a suspend request may still be pending (%s); the ledger entry "
-                                 "is kept" % exc)
-                return
-            if not withdrawn and _recent(job.entry.get("intent_at")):
-                job.notes.append("running, but the guest answered a suspend request (intent of %s) "
-                                 "and may still be suspending; the ledger entry is kept"
-                                 % job.entry.get("intent_at"))
-                return
+                job.notes.append("a suspend request may still be pending (%s)" % exc)
+                withdrawn = False
             if withdrawn:
+                self._settle(job, WITHDRAWN)
+                job.withdrawn = True
                 job.changed = True
                 job.notes.append("withdrew the suspend request a stopped run left pending")
-        job.remove_entry = True
-        job.notes.append("not suspended (%s); its ledger entry (state %s) is removed"
-                         % (info.state, job.entry.get("state")))
+                self._thaw_monitor(job)
+                return False
+        if settle_deadline_passed(entry, self.backends.wall_clock()):
+            self._settle(job, DID_NOT_SUSPEND)
+            job.notes.append("running after its settle time %s: the guest did not act on the "
+                             "request; its ledger entry is removed" % entry.get("settle_by"))
+            self._thaw_monitor(job)
+            return False
+        job.notes.append("running, but the guest may still suspend because of a request of ours: "
+                         "waited for")
+        return True
+
+    def _resume(self, job):
+        job.phases.start(RESUME)
+        fast = True if job.entry is None else bool(job.entry.get("resume_fast", True))
+        self.xc.resume(job.record.domid, fast)
+        job.changed = True
+        try:
+            self.xs.resume_domain(job.record.domid)
+        except XenstoreError as exc:
+            job.notes.append("XS_RESUME failed (%s): C xenstored may not report this domain's "
+                             "next shutdown" % exc)
+        job.phases.start(VERIFY)
+        self._wait_running(job)
+        job.succeeded = True
+        if job.entry is not None:
+            self._settle(job, RESUMED)
         self._thaw_monitor(job)
+        job.release()
+
+    def _wait_for_settling(self, jobs):
+        """Guests that may still suspend because of our request: resumed once they did, settled
+        once their settle time passed, reported still suspending after settle_timeout."""
+        deadline = self.clock() + self.settle_timeout
+        while jobs:
+            interrupted = self._interrupted_by()
+            infos = self._domain_infos([job.record.domid for job in jobs])
+            pending = []
+            for job in jobs:
+                try:
+                    if self._settle_step(job, infos.get(job.record.domid)):
+                        pending.append(job)
+                except XenSuspendError as exc:
+                    exc.with_context(domain=job.label, phase=job.phases.current or RESUME)
+                    job.error = exc.to_dict()
+                    job.release()
+                finally:
+                    job.phases.stop()
+            jobs = pending
+            if not jobs:
+                return
+            if interrupted or self.clock() >= deadline:
+                for job in jobs:
+                    why = ("interrupted by %s" % interrupted) if interrupted else \
+                        "not suspended within settle_timeout (%g s)" % self.settle_timeout
+                    job.error = {
+                        "kind": "still_suspending", "phase": "settle",
+                        "message": "domain %s, phase settle: the guest answered a suspend request "
+                                   "of ours and may still suspend (%s); its ledger entry is kept: "
+                                   "run domain_resumed again" % (job.label, why)}
+                    job.release()
+                return
+            self.backends.wait([], SETTLE_POLL)
+
+    def _settle_step(self, job, info):
+        """True while the job must go on waiting."""
+        job.phases.start("settle")
+        if info is None or info.uuid != job.record.uuid:
+            job.after = STATE_GONE
+            raise DomainOperationError("the domain vanished while it was settling", kind="vanished")
+        job.after = info.state
+        if info.suspended:
+            job.notes.append("it suspended: resumed")
+            self._resume(job)
+            return False
+        if info.shut_down or info.dying:
+            self._settle(job, OTHER_SHUTDOWN)
+            self._thaw_monitor(job)
+            raise DomainOperationError("the domain shut down with reason %s instead of suspending"
+                                       % reason_name(info.shutdown_reason), kind="not_suspended")
+        if settle_deadline_passed(job.entry, self.backends.wall_clock()):
+            self._settle(job, DID_NOT_SUSPEND)
+            job.notes.append("running after its settle time: the guest did not act on the request")
+            self._thaw_monitor(job)
+            return False
+        return True
+
+    def _domain_infos(self, domids):
+        batch = getattr(self.xc, "domain_infos", None)
+        if batch is not None and len(domids) > 1:
+            try:
+                return batch(domids)
+            except XenSuspendError:
+                pass
+        return dict((domid, self.xc.domain_info(domid)) for domid in domids)
+
+    def _settle(self, job, reason):
+        if job.entry is not None:
+            self._transitions.append(Settle(job.uuid, job.entry.get("intent_id"), reason))
 
     def _thaw_vanished_monitors(self, plan):
         monitors = self.backends.monitors
@@ -348,17 +515,10 @@ class ResumeEngine(object):
     def _update_ledger(self, plan):
         if self.check_mode:
             return
-        remove = set(job.uuid for job in plan.jobs if job.remove_entry)
+        transitions = list(self._transitions)
         if self.prune_vanished:
-            remove.update(item["uuid"] for item in plan.vanished)
-        if not remove:
-            return
-
-        def apply(entries):
-            for uuid in remove:
-                entries.pop(uuid, None)
-
+            transitions.extend(Settle(item["uuid"], None, PRUNED) for item in plan.vanished)
         try:
-            self.backends.ledger.update(apply)
+            apply_transitions(self.backends.ledger, transitions)
         except LedgerError as exc:
             self._errors.append(str(exc))

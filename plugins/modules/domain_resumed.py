@@ -23,11 +23,25 @@ description:
   - Ledger entries whose domain no longer exists are reported in RV(vanished).
   - The module is idempotent. A recorded domain that is already running is reported unchanged,
     and its ledger entry is removed.
+  - Every domain is handled under libxl's per-domain suspend lock, taken without waiting. A
+    domain another run (or C(xl save)/C(xl migrate)) is working on is reported with error kind
+    C(busy) and left alone.
   - An entry still in state C(intent) for a running domain means a suspend run stopped part-way
-    (it was killed, say), and its request may still wait in C(~/control/shutdown). A request the
-    guest has not answered is withdrawn atomically (reported changed), so the guest does not
-    suspend later with no ledger entry. If the guest has already answered, it may be suspending
-    right now, so the entry is kept for a later run (for up to 10 minutes after the intent).
+    (it was killed, interrupted, or its guest answered after the timeout). A request the guest
+    has not answered is withdrawn atomically and reported in RV(withdrawn), not in RV(resumed), so
+    the guest does not suspend later with no ledger entry. A guest that answered (or was notified
+    on its event channel) may be on its way down. The module waits for it, up to
+    O(settle_timeout), and resumes it once it has suspended. It never reports such a guest as
+    running and done while it may still suspend; once the entry's C(settle_by) time has passed
+    with the guest still running, the request is known to have been let go and the entry is
+    removed.
+  - A domain recorded as suspended is resumed only if it is still the suspend this collection
+    made (its CPU time is the one recorded when the suspend was verified). A domain that was
+    resumed and suspended again by someone else is refused with error kind C(identity_mismatch)
+    unless O(force_unrecorded=true).
+  - At its start the module also settles what stopped runs left for domains it does not target
+    (see RV(recovery)). SIGTERM, SIGHUP and SIGINT stop it cleanly (no further resumes), and the
+    task fails naming the signal.
 author:
   - xen.suspend maintainers (@xen-suspend)
 options:
@@ -57,6 +71,18 @@ options:
       - Seconds to wait for a resumed domain to be reported running.
     type: float
     default: 10.0
+  settle_timeout:
+    description:
+      - Seconds to wait, in all, for guests that may still suspend because of a request of this
+        collection (a guest that answered after a suspend run's timeout, or a killed run's). Each
+        one is resumed as soon as it has suspended.
+      - A guest still on its way down when this time is over fails with error kind
+        C(still_suspending); its ledger entry stays for the next run.
+      - The default covers a killed run at the default suspend options (its guests' entries are
+        settled at most O(xen.suspend.domain_suspended#module:ack_timeout) +
+        O(xen.suspend.domain_suspended#module:timeout) + a few seconds after the intent).
+    type: float
+    default: 150.0
   continue_on_error:
     description:
       - When V(false), the first failure stops further resumes and fails the task.
@@ -154,6 +180,24 @@ resumed:
   returned: always
   type: list
   elements: str
+withdrawn:
+  description:
+    - Names of running domains whose still unanswered suspend request (left by a stopped run)
+      was withdrawn. They were not resumed and are not listed in RV(resumed).
+  returned: always
+  type: list
+  elements: str
+recovery:
+  description:
+    - What the module settled, at its start, of what stopped runs left for domains it did not
+      target. C(actions) has one item per ledger entry looked at, with C(name), C(uuid),
+      C(action) (V(withdrawn), V(settled), V(left_for_resume) or V(busy)), C(reason) and C(detail).
+  returned: always
+  type: dict
+interrupted:
+  description: The signal (V(SIGTERM), V(SIGHUP) or V(SIGINT)) that stopped the run, when one did.
+  returned: when interrupted
+  type: str
 unchanged:
   description: Names of targeted domains that were not suspended and needed nothing.
   returned: always
@@ -185,7 +229,8 @@ stats:
 
 from ansible_collections.xen.suspend.plugins.module_utils._errors import TargetError
 from ansible_collections.xen.suspend.plugins.module_utils._module_base import XenSuspendModule
-from ansible_collections.xen.suspend.plugins.module_utils._resume import ResumeEngine, plan_resume
+from ansible_collections.xen.suspend.plugins.module_utils._resume import (
+    DEFAULT_SETTLE_TIMEOUT, ResumeEngine, plan_resume)
 
 
 def argument_spec():
@@ -195,6 +240,7 @@ def argument_spec():
         exclude=dict(type="list", elements="str", default=[]),
         force_unrecorded=dict(type="bool", default=False),
         timeout=dict(type="float", default=10.0),
+        settle_timeout=dict(type="float", default=DEFAULT_SETTLE_TIMEOUT),
         continue_on_error=dict(type="bool", default=False),
         prune_vanished=dict(type="bool", default=False),
     )
@@ -217,12 +263,19 @@ class DomainResumedModule(XenSuspendModule):
         params = self.params
         engine = ResumeEngine(backends, timeout=params["timeout"],
                               continue_on_error=params["continue_on_error"],
-                              check_mode=self.check_mode, prune_vanished=params["prune_vanished"])
+                              check_mode=self.check_mode, prune_vanished=params["prune_vanished"],
+                              settle_timeout=params["settle_timeout"],
+                              force_unrecorded=params["force_unrecorded"])
+        backends.ledger.check_usable(write=not self.check_mode)
         entries = backends.ledger.read()
         records = self.inventory(backends, [], all_names=True)
         plan = plan_resume(records, entries, self.targets, self.exclude, self.protected,
                            force_unrecorded=params["force_unrecorded"], clock=backends.clock)
-        return self.report(engine.run(plan), "resumed")
+        # What the plan does not resume is settled by recovery (a stopped run's leftovers).
+        recovery = self.recover(backends, skip=set(job.uuid for job in plan.jobs))
+        report = engine.run(plan)
+        report.recovery = recovery
+        return self.report(report, "resumed", recovery)
 
 
 def main():

@@ -305,10 +305,13 @@ class DomainSuspendedModule(XenSuspendModule):
             backends, method=params["method"], ack_timeout=params["ack_timeout"],
             timeout=params["timeout"], parallel=params["parallel"],
             continue_on_error=params["continue_on_error"], check_mode=self.check_mode)
+        backends.ledger.check_usable(write=not self.check_mode)
+        recovery = self.recover(backends)
         records = self.inventory(backends, [selectors, exclude, protected])
         selection = select_targets(records, selectors, exclude, protected)
         self.fill_names(backends, selection.targets)
-        return self.report(engine.run(selection.targets, selection.skipped), "suspended")
+        report = engine.run(selection.targets, selection.skipped)
+        return self.report(report, "suspended", recovery)
 
 
 def main():

@@ -11,6 +11,7 @@ Time only moves when the engine waits (FakeWait), so timeouts of 60 s cost nothi
 import errno
 import heapq
 import itertools
+import time
 import uuid as uuid_module
 from collections import deque
 
@@ -158,6 +159,8 @@ class World(object):
 
     def __init__(self, release_events=True):
         self.clock = FakeClock()
+        # wall time (ledger timestamps) moves with the fake clock, starting at the real now
+        self.wall_base = time.time() - self.clock.now
         self._events = []
         self._seq = itertools.count()
         self.domains = {}
@@ -216,7 +219,7 @@ class World(object):
             ledger=ledger or Ledger(str(tmp_path / "ledger" / "ledger.json")),
             evtchn_factory=lambda: self.evtchn,
             clock=self.clock,
-            wall_clock=lambda: 1.7e9 + self.clock.now,
+            wall_clock=lambda: self.wall_base + self.clock.now,
             cpu_clock=lambda: 0.0,
             wait=FakeWait(self),
         )
@@ -607,3 +610,37 @@ def run_suspend(world, tmp_path, targets=("*",), locks=None, **options):
     records = list_records(world.xenctrl, world.xenstore)
     selection = select_targets(records, parse_selectors(list(targets)))
     return SuspendEngine(backends, **options).run(selection.targets), backends
+
+
+class FakeMonitors(object):
+    """xl's per-domain monitors, with the interface of _xl_monitor.XlMonitors: one per domain,
+    frozen or running; ``state`` of a pid never found is "gone"."""
+
+    def __init__(self):
+        self.states = {}
+        self.events = []
+
+    def find(self, domid, name):
+        pid = 1000 + domid
+        self.states.setdefault(pid, "running")
+        return {"toolstack": "xl", "pid": pid, "start_time": 7, "state": self.states[pid]}
+
+    def state(self, monitor):
+        return self.states.get(monitor["pid"], "gone")
+
+    def freeze(self, monitor):
+        if monitor["pid"] not in self.states:
+            return False
+        self.states[monitor["pid"]] = "frozen"
+        self.events.append(("freeze", monitor["pid"]))
+        return True
+
+    def thaw(self, monitor):
+        if monitor["pid"] not in self.states:
+            return False
+        self.states[monitor["pid"]] = "running"
+        self.events.append(("thaw", monitor["pid"]))
+        return True
+
+    def frozen(self):
+        return sorted(pid for pid, state in self.states.items() if state == "frozen")

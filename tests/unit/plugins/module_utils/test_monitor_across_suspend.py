@@ -33,6 +33,10 @@ class FakeMonitors(object):
         self.events.append(("thaw", monitor["pid"]))
         return True
 
+    def state(self, monitor):
+        frozen = [event for event in self.events if event[1] == monitor["pid"]][-1:]
+        return "frozen" if frozen and frozen[0][0] == "freeze" else "running"
+
 
 def backends_with_monitors(world, tmp_path):
     backends = world.backends(tmp_path)
