@@ -151,3 +151,15 @@ class DomainOperationError(XenSuspendError):
     def __init__(self, message, kind, domain=None, phase=None, domid=None, errno=None):
         super(DomainOperationError, self).__init__(
             message, domain=domain, phase=phase, kind=kind, domid=domid, errno=errno)
+
+
+class XenstoreUnavailable(XenstoreConnectionLost):
+    """A xenstore request refused at once, never sent: the connection to xenstored was judged
+    dead earlier and no reconnect has succeeded since. ``endpoint`` names the socket or device,
+    ``reason`` says why it was judged dead. A XenstoreConnectionLost (same ``kind``), so callers
+    that handle a lost connection handle this too."""
+
+    def __init__(self, message, op=None, path=None, endpoint=None, reason=None):
+        self.endpoint = endpoint
+        self.reason = reason
+        super(XenstoreUnavailable, self).__init__(message, op=op, path=path)

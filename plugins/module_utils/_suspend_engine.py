@@ -62,9 +62,10 @@ ADMISSION_COALESCE = 0.05  # batch admissions so one ledger write covers several
 LEDGER_FLUSH_INTERVAL = 0.25
 MAX_EVENTS_PER_PASS = 4096
 # A guest that answered (or was notified) but has not suspended by our timeout may still get
-# there: Linux alone may spend 20 s freezing tasks. Its entry stays this long after we give
-# up, and a later run waits for it until then (settle_by in the ledger).
-LATE_SUSPEND_GRACE = 30.0
+# there: Linux alone may spend up to 20 s freezing tasks. Its entry stays until at least this
+# long after the request (plus SETTLE_MARGIN after we give up), and a later run waits for it
+# until then (settle_by in the ledger).
+LATE_SUSPEND_WINDOW = 30.0
 # Added to the run's own limits for the settle_by written with the intent (a killed run).
 SETTLE_MARGIN = 5.0
 
@@ -134,6 +135,7 @@ class SuspendEngine(object):
         wall_start = clock()
         cpu_start = self.backends.cpu_clock()
         xs_start = self.xs.round_trips
+        reconnects_start = getattr(self.xs, "reconnects", 0)
         xc_start = getattr(self.xc, "calls", 0)
         writes_start = self.backends.ledger.writes
 
@@ -169,6 +171,7 @@ class SuspendEngine(object):
             "wall_seconds": round(clock() - wall_start, 6),
             "cpu_seconds": round(self.backends.cpu_clock() - cpu_start, 6),
             "xenstore_round_trips": self.xs.round_trips - xs_start,
+            "xenstore_reconnects": getattr(self.xs, "reconnects", 0) - reconnects_start,
             "xenctrl_calls": getattr(self.xc, "calls", 0) - xc_start,
             "ledger_writes": self.backends.ledger.writes - writes_start,
         }
@@ -582,6 +585,7 @@ class SuspendEngine(object):
         own_after_reply = 1 if before == 1 else 0
         if after > own_after_reply:
             job.fresh_event = True
+            job.node_touched = True
         job.skip_events = max(0, own_after_reply - after)
 
     def _request_direct(self, job, now):
@@ -641,6 +645,7 @@ class SuspendEngine(object):
                     job.skip_events -= 1
                     continue
                 job.fresh_event = True
+                job.node_touched = True
         return own
 
     def _watch_release(self):
@@ -737,6 +742,12 @@ class SuspendEngine(object):
         ~/control/shutdown the guest never took it, so somebody else suspended the domain. A
         transaction takes it back, so the guest cannot act on it after that other party's
         resume. False means: not ours (the request is withdrawn)."""
+        if job.node_touched:
+            # The guest wrote its node since our request (we saw the watch fire), so it read
+            # it; a "suspend" there now is its own rewrite, and the node is guest-writable:
+            # only a node nobody touched tells that the guest never took the request.
+            job.mark_request(Request.ANSWERED)
+            return True
         with _counted(self.xs, job.record):
             withdrawn = withdraw_suspend_request(self.xs, job.record.domid)
         if withdrawn:
@@ -977,9 +988,9 @@ class SuspendEngine(object):
             self._transitions.append(Settle(uuid, intent_id, OTHER_SHUTDOWN))
             self._thaw_monitor(job, "the domain %s; xl handles it" % info.state)
             return
-        if job.request.may_act and job.method == XENSTORE:
+        if job.request in (Request.SENT, Request.UNCERTAIN) and job.method == XENSTORE:
             # A request we cannot account for must not stay in the node: taken back unless the
-            # guest answered it.
+            # guest answered it. (After an answer, a "suspend" there is the guest's own write.)
             try:
                 with _counted(self.xs, job.record):
                     withdrawn = withdraw_suspend_request(self.xs, job.record.domid)
@@ -991,7 +1002,8 @@ class SuspendEngine(object):
             except XenSuspendError as exc:
                 job.notes.append("the request could not be withdrawn (%s)" % exc)
         if job.request.may_act:
-            settle_by = self.backends.wall_clock() + LATE_SUSPEND_GRACE
+            settle_by = self.backends.wall_clock() + max(SETTLE_MARGIN,
+                                                         LATE_SUSPEND_WINDOW - self.timeout)
             job.notes.append(
                 "the guest may still suspend because of our request (%s): its ledger entry is "
                 "kept, and domain_resumed waits for it (settle_timeout) and resumes it"

@@ -110,6 +110,7 @@ class SuspendJob(object):
         self.last_poll = None
         self.poll_requested = False
         self.fresh_event = False
+        self.node_touched = False  # the guest wrote ~/control/shutdown since our request
         self.skip_events = 0
         self.last_read = None
 

@@ -17,6 +17,14 @@ The ``*_many`` calls pipeline: they put up to PIPELINE_DEPTH requests on the con
 waiting for the first reply. xenstored answers one connection's requests in the order they were
 sent, so a batch of N costs one round trip plus N times xenstored's own work instead of N waits
 (each wait is a hand-over to pyxs' Router thread and back); per-path order is kept.
+
+Sending has a deadline too (on the Unix socket: a xenstored that stops reading its socket cannot
+block a send for longer than the timeout). Once the connection is judged dead (see
+XenstoreClient._probe for when a timeout means dead) every later request fails at once with
+XenstoreUnavailable, naming the socket and the reason, instead of waiting out its own timeout.
+When xenstored closes the connection (a restart), the client connects again to the same socket
+or device within the timeout and registers its watches again; ``reconnects`` and
+``take_reconnect()`` tell the caller that watch events may have been lost meanwhile.
 """
 
 import collections
@@ -25,6 +33,8 @@ import fcntl
 import itertools
 import os
 import re
+import select
+import socket
 import stat
 import threading
 import time
@@ -48,7 +58,7 @@ except ImportError as exc:  # reported by the module base with missing_required_
     PYXS_IMPORT_ERROR = exc
 
 from ansible_collections.xen.suspend.plugins.module_utils._errors import (
-    DependencyError, XenstoreConnectionLost, XenstoreError, XenstoreTimeout)
+    DependencyError, XenstoreConnectionLost, XenstoreError, XenstoreTimeout, XenstoreUnavailable)
 
 NUL = b"\x00"
 DEFAULT_TIMEOUT = 10.0
@@ -72,6 +82,23 @@ _OP_NAMES = {
     1: "directory", 2: "read", 4: "watch", 5: "unwatch", 6: "transaction_start",
     7: "transaction_end", 11: "write", 12: "mkdir", 13: "rm", 18: "resume",
 }
+
+# Wire op numbers needed without pyxs' Op (None when pyxs is missing).
+_XS_DIRECTORY, _XS_READ, _XS_WATCH, _XS_UNWATCH = 1, 2, 4, 5
+
+# A request whose reply had not come when the connection was lost is sent once more on the new
+# connection only when that cannot do anything twice: a read or a directory listing outside a
+# transaction, or a watch (it lived on the connection that is gone, so it cannot be doubled).
+# Anything else (write, rm, a transaction step, XS_RESUME) may or may not have been carried out:
+# it fails with XenstoreConnectionLost, as without reconnecting.
+_RETRY_AFTER_RECONNECT = frozenset([_XS_DIRECTORY, _XS_READ, _XS_WATCH])
+
+# Pause between connection attempts while a restarting xenstored's socket is absent.
+_RECONNECT_INTERVAL = 0.05
+
+# After a timeout, how long the probe may take before the connection is judged dead: a quarter
+# of the timeout, at least 1 s, at most the timeout.
+_PROBE_MIN = 1.0
 
 
 def default_socket_path(environ=None):
@@ -143,6 +170,67 @@ class _WatchSink(object):
         self.events = events
 
 
+class _ConnectionGone(Exception):
+    """Internal: the connection was found lost before a request went out (nothing was sent)."""
+
+
+class _SendStalled(Exception):
+    """The socket did not take a whole packet before the send deadline. Deliberately not an
+    OSError: pyxs would turn that into a ConnectionError and the meaning would be lost."""
+
+    def __init__(self, sent, total):
+        Exception.__init__(self, "%d of %d bytes sent" % (sent, total))
+        self.sent = sent
+        self.total = total
+
+
+class _SendDeadline(object):
+    """Wraps pyxs' Unix socket transport so that a send gives up at ``deadline`` (monotonic
+    time, set by the client around each packet; None: no deadline).
+
+    pyxs sends with ``socket.sendall`` on a blocking socket, which blocks for as long as
+    xenstored does not read. Here each chunk goes out with MSG_DONTWAIT and, when the socket
+    buffer is full, poll() waits for room until the deadline. The socket itself stays blocking,
+    so pyxs' Router thread reads it as before. Anything else (recv, fileno, close) is pyxs'.
+    A transport without a socket (the xenbus device, which cannot be polled for writing) keeps
+    pyxs' own send."""
+
+    def __init__(self, real):
+        self.real = real
+        self.deadline = None
+        self.sock = getattr(real, "sock", None)
+
+    def send(self, data):
+        sock, deadline = self.sock, self.deadline
+        if sock is None or deadline is None or not hasattr(select, "poll"):
+            return self.real.send(data)
+        total = len(data)
+        try:
+            sent = sock.send(data, socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        if sent == total:  # the usual case: there was room
+            return None
+        view = memoryview(data)
+        poller = None
+        while sent < total:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise _SendStalled(sent, total)
+            if poller is None:
+                poller = select.poll()
+                poller.register(sock.fileno(), select.POLLOUT)
+            poller.poll(int(remaining * 1000) + 1)
+            try:
+                sent += sock.send(view[sent:], socket.MSG_DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                pass
+        return None
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+
 class _TransactionView(object):
     """Reads and writes bound to one transaction id."""
 
@@ -185,6 +273,14 @@ class XenstoreClient(object):
 
     ``round_trips`` counts requests sent, so callers can report the xenstore cost of an
     operation.
+
+    Dead and reconnected connections (see the module docstring): ``dead`` is None or why the
+    connection was judged dead (requests then fail at once with XenstoreUnavailable until
+    ``reconnect()`` succeeds); ``reconnects`` counts successful reconnects and
+    ``take_reconnect()`` says, once, that one happened since it was last asked: watch events
+    may have been lost across it, so whatever the caller waits for must be polled again.
+    ``watches`` holds the (path, token) watches in place; ``lost_watches`` the
+    (path, token, error) ones a reconnect could not register again.
     """
 
     def __init__(self, timeout=DEFAULT_TIMEOUT, socket_path=None, xenbus_path=None,
@@ -209,13 +305,29 @@ class XenstoreClient(object):
         self.events = WakingQueue(self._wake_w)
         self._sink = _WatchSink(self.events)
         self._watches = set()
+        # pyxs' Router delivers events to the monitors of its ``monitors`` dict; every Router
+        # of this client shares this one, so subscriptions outlive a reconnect.
+        self._monitors = collections.defaultdict(list)
+        self._endpoint = None  # (pyxs connection class, path) for reconnecting to the same place
+        self._transactions = set()  # transaction ids open on the current connection
+        self._lost_transactions = set()  # ... open on a connection that was lost since
+        self._dead = None
+        self._dead_router = None  # the connection judged dead while still open ...
+        self._dead_probe = None  # ... and the probe whose late reply revives it
+        # A lost connection is replaced automatically only when the one before it answered a
+        # request: a xenstored that accepts and hangs up again is judged dead, not re-dialled.
+        self._reconnect_allowed = True
+        self._reconnect_pending = False
+        self.reconnects = 0
+        self.last_reconnect = None
+        self.lost_watches = []
 
     # -- connection ----------------------------------------------------------------------------
 
     def connect(self):
         socket_path = self.socket_path or default_socket_path(self._environ)
         if _is_socket(socket_path):
-            connection = UnixSocketConnection(socket_path)
+            self._endpoint = (UnixSocketConnection, socket_path)
             self.description = "unix socket %s" % socket_path
         else:
             candidates = [self.xenbus_path] if self.xenbus_path else list(XENBUS_PATHS)
@@ -228,28 +340,71 @@ class XenstoreClient(object):
                 raise XenstoreError(
                     "no xenstored socket at %s and no xenbus device (%s); is xenstored running "
                     "and is this a Xen dom0?" % (socket_path, ", ".join(candidates)))
-            connection = XenBusConnection(device)
+            self._endpoint = (XenBusConnection, device)
             self.description = "xenbus device %s" % device
-        router = Router(connection)
-        if isinstance(getattr(router, "rvars", None), dict):
-            router.rvars = _ReplyStamps(self.events)
+        self._router = self._open_router()
+        self._reconnect_allowed = True
+        return self
+
+    def _open_router(self):
+        """A started pyxs Router on a new connection to ``self._endpoint``."""
+        factory, where = self._endpoint
+        connection = factory(where)
         try:
+            # Connected here rather than in Router.start() so that the send deadline is in place
+            # before the Router thread runs.
+            connection.connect()
+            transport = getattr(connection, "transport", None)
+            guard = None
+            if getattr(transport, "sock", None) is not None:
+                guard = connection.transport = _SendDeadline(transport)
+            router = Router(connection)
+            router.send_guard = guard
+            if isinstance(getattr(router, "rvars", None), dict):
+                router.rvars = _ReplyStamps(self.events)
+            if isinstance(getattr(router, "monitors", None), dict):
+                router.monitors = self._monitors
+            else:  # a pyxs that keeps subscriptions elsewhere: subscribe every watch again
+                for token in set(token for _path, token in self._watches):
+                    router.subscribe(token, self._sink)
             router.start()
         except PyXSError as exc:
+            self._close_quietly(connection)
             raise XenstoreError("cannot connect to xenstored via %s: %s" % (self.description, exc))
         except (OSError, IOError) as exc:  # pylint: disable=bad-except-order  # PyXSError is Exception without pyxs
+            self._close_quietly(connection)
             raise XenstoreError("cannot connect to xenstored via %s: %s" % (self.description, exc))
-        self._router = router
-        return self
+        return router
+
+    @staticmethod
+    def _close_quietly(connection):
+        try:
+            connection.close()
+        except (OSError, IOError, PyXSError):  # already failing: that error is the one to report
+            pass
+
+    @staticmethod
+    def _abandon(router):
+        """Stop a Router and its connection without waiting: its terminator ends the Router's
+        select(), and shutting the socket down also ends a recv() it may be blocked in."""
+        if router is None:
+            return
+        try:
+            if router.is_connected:
+                router.w_terminator.sendall(NUL)
+        except (OSError, IOError, AttributeError):
+            pass
+        sock = getattr(getattr(router.connection, "transport", None), "sock", None)
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except (OSError, IOError):
+                pass
 
     def close(self):
         router, self._router = self._router, None
         if router is not None:
-            try:
-                if router.is_connected:
-                    router.w_terminator.sendall(NUL)
-            except (OSError, IOError, AttributeError):
-                pass
+            self._abandon(router)
             # The Router thread is a daemon: never let a wedged connection block our exit.
             router.thread.join(2.0)
         for fd in (self._wake_r, self._wake_w):
@@ -267,31 +422,191 @@ class XenstoreClient(object):
 
     @property
     def connected(self):
-        return self._router is not None and self._router.thread.is_alive()
+        """True while the connection is up and not judged dead."""
+        return self._router is not None and self._router.thread.is_alive() and self._dead is None
+
+    @property
+    def dead(self):
+        """None, or why the connection was judged dead (requests then fail at once)."""
+        return self._dead
+
+    @property
+    def watches(self):
+        """The (path, token) watches in place (registered again after a reconnect)."""
+        return frozenset(self._watches)
+
+    @property
+    def reconnect_pending(self):
+        """True when a reconnect happened that take_reconnect() has not reported yet."""
+        return self._reconnect_pending
+
+    def take_reconnect(self):
+        """True, once, after a reconnect: watch events may have been lost across it (the
+        watches were registered again and fire once each, as any new watch does), so whatever
+        the caller waits for must be polled again."""
+        pending, self._reconnect_pending = self._reconnect_pending, False
+        return pending
+
+    def reconnect(self):
+        """Drop the connection and connect again to the same socket or device, registering
+        every watch again; the way back after the connection was judged dead. Raises
+        XenstoreUnavailable when that fails."""
+        if self._endpoint is None:
+            return self.connect()
+        self._reconnect_allowed = True
+        error = self._reconnect("a reconnect was requested")
+        if error is not None:
+            raise error
+        return self
+
+    def _wake(self):
+        try:
+            os.write(self._wake_w, b"r")
+        except OSError:
+            pass
+
+    def _declare_dead(self, reason, router=None, probe=None):
+        """Judge the connection dead: requests fail at once from now on. ``router`` and
+        ``probe``: the connection stays open, and the probe's late reply revives it."""
+        self._dead = reason
+        self._dead_router = router
+        self._dead_probe = probe
+        self._wake()
+        return self._unavailable(None, None)
+
+    def _unavailable(self, op_name, path_text):
+        return XenstoreUnavailable(
+            "not sent: the connection to xenstored (%s) is dead: %s" % (self.description, self._dead),
+            op=op_name, path=path_text, endpoint=self.description, reason=self._dead)
+
+    def _usable_router(self, op_name, path_text, tx_id):
+        """The Router to send on; raises XenstoreUnavailable at once when the connection is
+        judged dead, _ConnectionGone when it was lost (nothing sent: the caller reconnects)."""
+        router = self._router
+        if router is None:
+            raise XenstoreConnectionLost("not connected", op=op_name, path=path_text)
+        if self._dead is not None:
+            if router is not self._dead_router:
+                raise self._unavailable(op_name, path_text)
+            if not router.thread.is_alive():
+                # xenstored closed the connection it had stopped answering on (restarted?):
+                # that is a lost connection, which may be reconnected.
+                self._dead = self._dead_router = self._dead_probe = None
+            elif self._dead_probe is not None and getattr(self._dead_probe, "target", None) is not None:
+                # xenstored answered the probe after all: it was slow, not dead.
+                self._dead = self._dead_router = self._dead_probe = None
+            else:
+                raise self._unavailable(op_name, path_text)
+        if not router.thread.is_alive():
+            raise _ConnectionGone("the connection to xenstored (%s) was lost" % self.description)
+        if tx_id and tx_id in self._lost_transactions:
+            raise XenstoreConnectionLost("transaction %d was lost with the connection to xenstored"
+                                         % tx_id, op=op_name, path=path_text)
+        return router
+
+    def _recover(self, reason):
+        """After losing the connection: reconnect, or judge it dead. None when reconnected,
+        else the XenstoreUnavailable for the requests that cannot be sent."""
+        if not self._reconnect_allowed:
+            self._abandon(self._router)
+            return self._declare_dead("%s again before the connection made by the last reconnect "
+                                      "answered any request" % reason)
+        return self._reconnect(reason)
+
+    def _reconnect(self, reason):
+        """Connect again to the same socket or device (attempts every _RECONNECT_INTERVAL for
+        at most the timeout: a restarting xenstored's socket is absent for a moment) and
+        register every watch again (replies within the timeout, as for any request). None when
+        done, else (the connection judged dead) the XenstoreUnavailable for the requests that
+        cannot be sent."""
+        old = self._router
+        self._abandon(old)
+        limit = time.monotonic() + self.timeout
+        attempts = 0
+        last = None
+        while True:
+            attempts += 1
+            try:
+                router = self._open_router()
+                break
+            except XenstoreError as exc:  # socket absent or refusing while xenstored restarts
+                last = exc
+            if time.monotonic() + _RECONNECT_INTERVAL >= limit:
+                return self._declare_dead("%s; no new connection within %.1f s (%d attempts): %s"
+                                          % (reason, self.timeout, attempts, last))
+            time.sleep(_RECONNECT_INTERVAL)
+        self._router = router
+        self._lost_transactions.update(self._transactions)
+        self._transactions.clear()
+        failure = self._register_watches_again(router)
+        if failure is not None:
+            self._abandon(router)
+            return self._declare_dead("%s; reconnected, but registering the watches again failed: %s"
+                                      % (reason, failure))
+        self._dead = self._dead_router = self._dead_probe = None
+        self._reconnect_allowed = False  # until the new connection answers a request
+        self.reconnects += 1
+        self.last_reconnect = reason
+        self._reconnect_pending = True
+        self._wake()
+        return None
+
+    def _register_watches_again(self, router):
+        """XS_WATCH for every watch in place, pipelined; None, or why it failed. A watch that
+        xenstored refuses now is dropped and listed in ``lost_watches``."""
+        items = sorted(self._watches)
+        for start in range(0, len(items), PIPELINE_DEPTH):
+            sent = []
+            for path, token in items[start:start + PIPELINE_DEPTH]:
+                try:
+                    sent.append(((path, token), self._send_on(router, _XS_WATCH,
+                                                              path + NUL + token + NUL, 0, path)))
+                except XenstoreError as exc:
+                    return str(exc)
+            deadline = time.monotonic() + self.timeout
+            for (path, token), request in sent:
+                try:
+                    self._finish(request, deadline)
+                except (XenstoreTimeout, XenstoreConnectionLost) as exc:
+                    return str(exc)
+                except XenstoreError as exc:
+                    self._watches.discard((path, token))
+                    self._unsubscribe(token)
+                    self.lost_watches.append((path, token, str(exc)))
+        return None
 
     # -- requests ------------------------------------------------------------------------------
 
     def _request(self, op, payload, tx_id=0, path=None):
-        sent = self._send(op, payload, tx_id, path)
-        return self._finish(sent, time.monotonic() + self.timeout)
+        outcome = self._pipeline([(op, payload, path, tx_id)])[0]
+        self.events_before_last_reply = outcome.events_before
+        if outcome.error is not None:
+            raise outcome.error
+        return outcome.value
 
-    def _send(self, op, payload, tx_id, path):
+    def _send_on(self, router, op, payload, tx_id, path):
         """Put one request on the connection; what _finish needs to wait for its reply."""
         op_name = _OP_NAMES.get(op, "op %d" % op)
         path_text = path.decode("ascii", "replace") if isinstance(path, bytes) else path
-        router = self._router
-        if router is None:
-            raise XenstoreConnectionLost("not connected", op=op_name, path=path_text)
-        if not router.thread.is_alive():
-            raise XenstoreConnectionLost("the connection to xenstored is gone", op=op_name,
-                                         path=path_text)
         if len(payload) > PAYLOAD_MAX:
             raise XenstoreError("payload of %d bytes exceeds %d" % (len(payload), PAYLOAD_MAX),
                                 op=op_name, path=path_text)
         packet = Packet(op, payload, next(self._rq_ids), tx_id)
         self.events_before_last_reply = None
+        guard = getattr(router, "send_guard", None)
+        if guard is not None:
+            guard.deadline = time.monotonic() + self.timeout
         try:
             rvar = router.send(packet)
+        except _SendStalled as stall:
+            # Part of a packet may be in the socket: the connection cannot carry another one.
+            # Nothing more is sent on it, and xenstored never sees this request whole.
+            self._abandon(router)
+            self._declare_dead("xenstored did not read its socket for %.1f s (%s of a %s request)"
+                               % (self.timeout, stall, op_name))
+            raise XenstoreTimeout("not sent within %.1f s: xenstored is not reading its socket; "
+                                  "the connection is closed" % self.timeout, op=op_name,
+                                  path=path_text)
         except PyXSError as exc:
             raise XenstoreConnectionLost("send failed: %s" % exc, op=op_name, path=path_text)
         except (OSError, IOError) as exc:  # pylint: disable=bad-except-order  # PyXSError is Exception without pyxs
@@ -303,6 +618,9 @@ class XenstoreClient(object):
                 raise
             raise XenstoreConnectionLost("the connection to xenstored was closed while sending (%s)"
                                          % exc, op=op_name, path=path_text)
+        finally:
+            if guard is not None:
+                guard.deadline = None
         self.round_trips += 1
         return (op, packet.rq_id, rvar, router, op_name, path_text)
 
@@ -310,6 +628,7 @@ class XenstoreClient(object):
         """The reply payload of a sent request, or the XenstoreError it carries."""
         op, rq_id, rvar, router, op_name, path_text = sent
         reply = self._wait_reply(rvar, router, deadline, op_name, path_text)
+        self._reconnect_allowed = True  # this connection works
         stamps = getattr(router.rvars, "stamps", None)
         if stamps is not None:
             self.events_before_last_reply = stamps.pop(rq_id, None)
@@ -410,36 +729,72 @@ class XenstoreClient(object):
     # -- pipelined batches ---------------------------------------------------------------------
 
     def _pipeline(self, requests):
-        """One Outcome per (op, payload, path) request, in order; ``value`` is the raw reply.
+        """One Outcome per (op, payload, path[, tx_id]) request, in order; ``value`` is the raw
+        reply.
 
-        A reply that does not come within the timeout, or a lost connection, ends the batch:
-        requests already sent get that same error (they may have been carried out), requests
-        not sent yet a plain XenstoreError saying so."""
+        A reply that does not come within the timeout ends the batch: requests already sent get
+        that same error (they may have been carried out), requests not sent yet a plain
+        XenstoreError saying so; then _probe decides whether the connection is dead. A lost
+        connection is replaced (_recover) and the batch goes on over the new one: what was sent
+        and unanswered fails with XenstoreConnectionLost unless _RETRY_AFTER_RECONNECT allows
+        sending it again (once); what was not sent yet is sent. When the connection is (judged)
+        dead, what is left fails at once with XenstoreUnavailable."""
+        requests = [request if len(request) == 4 else tuple(request) + (0,) for request in requests]
         outcomes = [None] * len(requests)
+        todo = collections.deque(range(len(requests)))
         window = collections.deque()
-        position = 0
+        retried = set()
         broken = None
-        while position < len(requests) or window:
-            while position < len(requests) and len(window) < PIPELINE_DEPTH and broken is None:
-                op, payload, path = requests[position]
+        while todo or window:
+            if todo and broken is None and len(window) < PIPELINE_DEPTH:
+                index = todo[0]
+                op, payload, path, tx_id = requests[index]
                 try:
-                    window.append((position, self._send(op, payload, 0, path),
-                                   time.monotonic() + self.timeout))
-                except XenstoreConnectionLost as exc:
-                    outcomes[position] = Outcome(error=exc)
+                    router = self._usable_router(_OP_NAMES.get(op, "op %d" % op),
+                                                 path.decode("ascii", "replace") if path else None,
+                                                 tx_id)
+                except _ConnectionGone as gone:  # found lost before this request went out
+                    broken = self._after_loss(window, requests, outcomes, todo, retried, str(gone))
+                    continue
+                except XenstoreConnectionLost as exc:  # dead, not connected, lost transaction
+                    todo.popleft()
+                    outcomes[index] = Outcome(error=exc)
                     broken = exc
+                    continue
+                todo.popleft()
+                try:
+                    sent = self._send_on(router, op, payload, tx_id, path)
+                except XenstoreConnectionLost as exc:
+                    # Lost under the send, which may have gone out in part: in flight.
+                    window.append((index, None, exc))
+                    broken = self._after_loss(window, requests, outcomes, todo, retried,
+                                              "the connection to xenstored (%s) was lost"
+                                              % self.description)
+                    continue
+                except XenstoreTimeout as exc:  # the send deadline: the connection is dead
+                    outcomes[index] = Outcome(error=exc)
+                    broken = exc
+                    continue
                 except XenstoreError as exc:
-                    outcomes[position] = Outcome(error=exc)
-                position += 1
+                    outcomes[index] = Outcome(error=exc)
+                    continue
+                window.append((index, sent, time.monotonic() + self.timeout))
+                continue
             if not window:
                 break
-            index, sent, deadline = window.popleft()
+            index, sent, deadline = window[0]
             if broken is not None:
                 deadline = time.monotonic()  # only replies that are already here
             try:
-                outcomes[index] = Outcome(self._finish(sent, deadline), None,
-                                          self.events_before_last_reply)
+                outcomes[index] = self._reply_outcome(requests[index], sent, deadline)
+                window.popleft()
             except (XenstoreTimeout, XenstoreConnectionLost) as exc:
+                if broken is None and isinstance(exc, XenstoreConnectionLost):
+                    broken = self._after_loss(window, requests, outcomes, todo, retried,
+                                              "the connection to xenstored (%s) was lost"
+                                              % self.description)
+                    continue
+                window.popleft()
                 if broken is not None:
                     # Sent, unanswered, and the batch is over: it may still have been done.
                     exc = type(broken)("no reply before the batch broke off (%s)" % broken,
@@ -447,14 +802,92 @@ class XenstoreClient(object):
                 outcomes[index] = Outcome(error=exc)
                 broken = broken or exc
             except XenstoreError as exc:
+                window.popleft()
                 outcomes[index] = Outcome(error=exc, events_before=self.events_before_last_reply)
+        if isinstance(broken, XenstoreTimeout) and self._dead is None:
+            self._probe(broken)
         for index in range(len(requests)):
             if outcomes[index] is None:
-                op, _payload, path = requests[index]
-                outcomes[index] = Outcome(error=XenstoreError(
-                    "not sent: an earlier request of the batch failed (%s)" % broken,
-                    op=_OP_NAMES.get(op), path=path.decode("ascii", "replace") if path else None))
+                op, _payload, path, _tx_id = requests[index]
+                op_name = _OP_NAMES.get(op)
+                path_text = path.decode("ascii", "replace") if path else None
+                if self._dead is not None:
+                    outcomes[index] = Outcome(error=self._unavailable(op_name, path_text))
+                else:
+                    outcomes[index] = Outcome(error=XenstoreError(
+                        "not sent: an earlier request of the batch failed (%s)" % broken,
+                        op=op_name, path=path_text))
         return outcomes
+
+    def _reply_outcome(self, request, sent, deadline):
+        """The Outcome of a sent request once its reply is in (raises on timeout or loss)."""
+        value = self._finish(sent, deadline)
+        if request[0] == _XS_WATCH:
+            # In place from now on, so that a reconnect before the batch ends registers it again.
+            path, token = request[1].split(NUL)[:2]
+            self._watches.add((path, token))
+        return Outcome(value, None, self.events_before_last_reply)
+
+    def _after_loss(self, window, requests, outcomes, todo, retried, reason):
+        """The connection was lost with ``window`` sent: settle those, then reconnect. None when
+        the batch can go on over the new connection, else the error that ends it."""
+        now = time.monotonic()
+        again = []
+        while window:
+            index, sent, send_error = window.popleft()  # sent None: send_error is why
+            op, _payload, _path, tx_id = requests[index]
+            if sent is not None:
+                try:
+                    outcomes[index] = self._reply_outcome(requests[index], sent, now)
+                    continue
+                except (XenstoreTimeout, XenstoreConnectionLost):
+                    pass
+                except XenstoreError as exc:
+                    outcomes[index] = Outcome(error=exc, events_before=self.events_before_last_reply)
+                    continue
+            if op == _XS_UNWATCH:
+                # Every watch of the lost connection went with it (and an unwatched one is not
+                # registered again): the unwatch is done.
+                outcomes[index] = Outcome(b"OK" + NUL)
+            elif op in _RETRY_AFTER_RECONNECT and not tx_id and index not in retried:
+                retried.add(index)
+                again.append(index)
+            else:
+                error = send_error if sent is None else XenstoreConnectionLost(
+                    "%s before the reply came: it may or may not have been carried out" % reason,
+                    op=sent[4], path=sent[5])
+                outcomes[index] = Outcome(error=error)
+        todo.extendleft(reversed(again))
+        return self._recover(reason)
+
+    def _probe(self, timeout):
+        """After a request got no reply within the timeout: is xenstored still answering?
+
+        One slow or lost request does not make a dead connection, so the cost of a timeout is
+        not paid again for every later request only when this says so: an XS_DIRECTORY of "/"
+        (a few names, nothing to compute; every xenstored answers it to dom0) must be answered
+        within a quarter of the timeout (at least _PROBE_MIN). xenstored answers a connection's
+        requests in order, so a reply says that it works through this connection's queue; no
+        reply, and the connection is judged dead. It stays open: should the probe's reply still
+        come, the next request finds it and goes ahead (_usable_router)."""
+        router = self._router
+        saved = self.events_before_last_reply
+        limit = min(self.timeout, max(_PROBE_MIN, self.timeout / 4.0))
+        try:
+            sent = self._send_on(router, _XS_DIRECTORY, b"/" + NUL, 0, b"/")
+        except XenstoreError:  # lost (the next request reconnects), or the send deadline (dead)
+            self.events_before_last_reply = saved
+            return
+        try:
+            self._finish(sent, time.monotonic() + limit)
+        except XenstoreTimeout:
+            what = "%s %s" % (timeout.op, timeout.path) if timeout.path else timeout.op
+            self._declare_dead("no reply to %s within %.1f s, nor to a probe within %.1f s"
+                               % (what, self.timeout, limit), router=router, probe=sent[2])
+        except XenstoreError:
+            pass  # answered, with an error: alive; or lost, which the next request handles
+        finally:
+            self.events_before_last_reply = saved
 
     def read_many(self, paths):
         """read() of every path, pipelined: one Outcome each (value None: no such node)."""
@@ -496,10 +929,11 @@ class XenstoreClient(object):
         """unwatch() of every (path, token), pipelined: one Outcome each."""
         for path, _token in items:
             self._check_path(path)
+        for path, token in items:
+            self._watches.discard((path, token))  # before: a reconnect must not register it again
         outcomes = self._acks([(Op.UNWATCH, path + NUL + token + NUL, path) for path, token in items])
         for path, token in items:
             self._unsubscribe(token)
-            self._watches.discard((path, token))
         return outcomes
 
     def _acks(self, requests):
@@ -517,9 +951,13 @@ class XenstoreClient(object):
     def transaction_start(self):
         payload = self._request(Op.TRANSACTION_START, NUL)
         try:
-            return int(payload.rstrip(NUL))
+            tx_id = int(payload.rstrip(NUL))
         except ValueError:
             raise XenstoreError("bad transaction id %r" % payload[:32], op="transaction_start")
+        # A transaction lives on its connection: after a reconnect its requests fail at once.
+        self._transactions.add(tx_id)
+        self._lost_transactions.discard(tx_id)
+        return tx_id
 
     def transaction_end(self, tx_id, commit=True):
         """True when committed (or aborted on request); False on EAGAIN (conflict: retry)."""
@@ -529,6 +967,9 @@ class XenstoreClient(object):
             if commit and exc.errno == errno.EAGAIN:
                 return False
             raise
+        finally:
+            self._transactions.discard(tx_id)
+            self._lost_transactions.discard(tx_id)
         return True
 
     def run_transaction(self, body, attempts=16):
@@ -583,11 +1024,11 @@ class XenstoreClient(object):
 
     def unwatch(self, path, token):
         self._check_path(path)
+        self._watches.discard((path, token))  # before: a reconnect must not register it again
         try:
             self._ack(Op.UNWATCH, path + NUL + token + NUL, path=path)
         finally:
             self._unsubscribe(token)
-            self._watches.discard((path, token))
 
     def _unsubscribe(self, token):
         router = self._router

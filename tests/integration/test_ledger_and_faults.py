@@ -224,8 +224,13 @@ def test_xenstored_restart_mid_run(make_sim):
     suspend = play["suspend"]
     # the module survives and accounts for every domain, naming what went wrong and where
     assert suspend.get("failed") is False and len(suspend["domains"]) == 11, play
-    lost = [d for d in suspend["domains"] if d["error"] and d["error"]["kind"] == "xenstore_connection_lost"]
-    assert lost, "the restart hit nothing: %s" % suspend["domains"]
+    # the client reconnected (re-registering its watches) instead of failing every later request
+    assert suspend["stats"]["xenstore_reconnects"] >= 1, suspend["stats"]
+    for domain in suspend["domains"]:
+        if domain["error"] and domain["error"]["kind"] == "xenstore_connection_lost":
+            # only a request in flight at the drop may fail, and it is never sent twice
+            assert domain["error"]["phase"] in ("request", "acknowledge"), domain
+    assert len(suspend["suspended"]) >= 8, suspend["domains"]  # slow-* and ev-* came through
     for domain in suspend["domains"]:
         if domain["error"]:
             assert domain["error"]["phase"] in ("request", "acknowledge", "quiesce"), domain

@@ -2,6 +2,7 @@
 (raw wire client) plus the shim libraries (cffi, in process)."""
 
 import errno
+import os
 import select
 import time
 
@@ -38,6 +39,14 @@ FLEET = {
         {"behaviour": "hostile", "name": "h-stale", "params": {"evtchn": "stale"}},
         {"behaviour": "linux-pv", "name": "lin-pause"},
         {"behaviour": "xenlinux", "name": "xl-stale"},
+        {"behaviour": "late_suspender", "name": "late", "params": {"suspend_after_ms": 700}},
+        {"behaviour": "late_suspender_evtchn", "name": "late-ev", "params": {"suspend_after_ms": 700}},
+        {"behaviour": "ack_if_still_suspend", "name": "still", "params": {"ack_delay_ms": 300}},
+        {"behaviour": "ack_if_still_suspend", "name": "still-ext", "params": {"ack_delay_ms": 300}},
+        {"behaviour": "linux-pv", "name": "lin-stale"},
+        {"behaviour": "rereads_after_resume", "name": "reread"},
+        {"behaviour": "linux-pv", "name": "ext"},
+        {"behaviour": "hvm-nopv", "name": "ext-nopv"},
     ],
 }
 
@@ -418,3 +427,179 @@ def test_stale_subscription_suppresses_release(module_sim, ids, xs, xc):
     wait_until(lambda: suspended(xc, d), timeout=3)
     assert release_event(xs, 2) is not None
     full_resume(xc, xs, d)
+
+
+# -- behaviours for the "never lose a guest" tests ----------------------------
+
+def lock_files(module_sim):
+    rundir = module_sim.env["XENSIM_RUN_DIR"]
+    return [f for f in os.listdir(rundir) if f.endswith(".lock")] if os.path.isdir(rundir) else []
+
+
+def test_late_suspender_acks_at_once_and_suspends_late(module_sim, ids, xs, xc):
+    d = ids["late"]
+    t0 = time.monotonic()
+    xs.write(ctl_path(d), b"suspend")
+    wait_until(lambda: ctl_value(xs, d) == b"", timeout=0.5, msg="prompt ack")
+    time.sleep(Q / 1000.0 + 0.15)                      # the group's quiesce delay is not used
+    assert not xc.info(d)["shutdown"] and module_sim.dom(d)["state"] == "quiescing"
+    wait_until(lambda: suspended(xc, d), timeout=3, msg="late suspend")
+    assert time.monotonic() - t0 >= 0.68
+    g = module_sim.dom(d)
+    assert g["counters"]["acks"] == 1 and g["counters"]["late_suspends"] == 1
+    full_resume(xc, xs, d)
+    assert heart_beating(xs, d)
+
+
+def test_late_suspender_evtchn_suspends_late_after_notification(module_sim, ids, xs, xc):
+    d = ids["late-ev"]
+    port = int(xs.read(b"/local/domain/%d/device/suspend/event-channel" % d))
+    ev = xc.ev
+    h = xc.evtchn_open()
+    fd = ev.xenevtchn_fd(h)
+    try:
+        local = ev.xenevtchn_bind_interdomain(h, d, port)
+        assert select.select([fd], [], [], 1)[0] and ev.xenevtchn_pending(h) == local
+        ev.xenevtchn_unmask(h, local)
+        xc.subscribe(d, port)
+        t0 = time.monotonic()
+        assert ev.xenevtchn_notify(h, local) == 0
+        assert not select.select([fd], [], [], Q / 1000.0 + 0.15)[0]   # not yet
+        assert not xc.info(d)["shutdown"] and module_sim.dom(d)["state"] == "quiescing"
+        assert select.select([fd], [], [], 3)[0], "no suspend notification"
+        assert time.monotonic() - t0 >= 0.68
+        assert ev.xenevtchn_pending(h) == local
+        ev.xenevtchn_unmask(h, local)
+        assert suspended(xc, d) and ctl_value(xs, d) == b""
+        assert module_sim.dom(d)["counters"]["late_suspends"] == 1
+        ev.xenevtchn_unbind(h, local)
+        xc.subscribe(d, 0)
+    finally:
+        ev.xenevtchn_close(h)
+    full_resume(xc, xs, d)
+    assert module_sim.dom(d)["last_resume"] == "cancelled"
+
+
+def test_ack_if_still_suspend(module_sim, ids, xs, xc):
+    d = ids["still"]
+    # a request withdrawn before the guest looks: nothing happens
+    xs.write(ctl_path(d), b"suspend")
+    time.sleep(0.1)
+    xs.write(ctl_path(d), b"")
+    time.sleep(0.5)
+    assert ctl_value(xs, d) == b"" and not xc.info(d)["shutdown"]
+    assert heart_beating(xs, d)
+    g = module_sim.dom(d)
+    assert g["counters"]["requests_gone"] == 1 and not g["counters"].get("acks")
+    assert g["state"] == "running"
+    # a request still there when it looks: acknowledged (only then) and suspended
+    for cycle in (1, 2):                               # and the same again after a resume
+        t0 = time.monotonic()
+        xs.write(ctl_path(d), b"suspend")
+        time.sleep(0.15)
+        assert ctl_value(xs, d) == b"suspend"
+        wait_until(lambda: ctl_value(xs, d) == b"", timeout=2, msg="ack")
+        assert time.monotonic() - t0 >= 0.28
+        wait_until(lambda: suspended(xc, d), timeout=3)
+        full_resume(xc, xs, d)
+        assert module_sim.dom(d)["counters"]["acks"] == cycle
+    # a request removed before the guest looks: nothing happens either
+    xs.write(ctl_path(d), b"suspend")
+    time.sleep(0.1)
+    xs.ok(w.XS_RM, ctl_path(d) + b"\0")
+    time.sleep(0.5)
+    assert not xc.info(d)["shutdown"] and heart_beating(xs, d)
+    assert module_sim.dom(d)["counters"]["requests_gone"] == 2
+
+
+def test_external_suspend_by_another_toolstack(module_sim, ids, xs, xc):
+    d = ids["ext"]
+    watch_release(xs)
+    assert module_sim.admin("external_suspend", domid=d)["how"] == "guest"
+    assert suspended(xc, d)
+    assert ctl_value(xs, d) == b""                     # control/shutdown untouched
+    assert lock_files(module_sim) == []                # and no lock taken
+    assert release_event(xs, 2) is not None
+    g = module_sim.dom(d)
+    assert g["state"] == "suspended" and g["counters"]["external_suspends"] == 1
+    assert not g["counters"].get("requests")
+    with pytest.raises(RuntimeError):                  # not twice
+        module_sim.admin("external_suspend", domid=d)
+    r = module_sim.admin("external_resume", domid=d)
+    assert r["fast"] is True and not xc.info(d)["shutdown"]
+    wait_until(lambda: module_sim.dom(d)["last_resume"] == "cancelled", timeout=2)
+    assert heart_beating(xs, d)
+    # XS_RESUME re-armed the @releaseDomain latch: the next suspend is seen
+    xs.drain()
+    module_sim.admin("external_suspend", domid=d, how="direct")
+    assert suspended(xc, d) and release_event(xs, 2) is not None
+    full_resume(xc, xs, d)
+    assert module_sim.dom(d)["counters"]["resumes_unnoticed"] == 1
+    # HVM without PV drivers: the direct path, the guest never notices
+    n = ids["ext-nopv"]
+    assert module_sim.admin("external_suspend", domid=n)["how"] == "direct"
+    assert suspended(xc, n)
+    with pytest.raises(RuntimeError):
+        module_sim.admin("external_suspend", domid=0)
+    full_resume(xc, xs, n)
+    assert module_sim.dom(n)["counters"]["resumes_unnoticed"] == 1
+
+
+def test_external_suspend_while_a_request_waits_unanswered(module_sim, ids, xs, xc):
+    """Our request sits in control/shutdown when another toolstack suspends the
+    guest; we withdraw it while the guest is suspended: once resumed, the guest
+    finds nothing to answer and keeps running."""
+    d = ids["still-ext"]
+    xs.write(ctl_path(d), b"suspend")
+    time.sleep(0.1)
+    module_sim.admin("external_suspend", domid=d)
+    assert suspended(xc, d)
+    time.sleep(0.4)                                    # its look waits while it is suspended
+    assert ctl_value(xs, d) == b"suspend"
+    xs.write(ctl_path(d), b"")
+    module_sim.admin("external_resume", domid=d)
+    time.sleep(0.5)
+    assert not xc.info(d)["shutdown"] and heart_beating(xs, d)
+    g = module_sim.dom(d)
+    assert g["counters"]["requests_gone"] == 1 and not g["counters"].get("acks")
+
+
+@pytest.mark.parametrize("name,suspends_again", [("lin-stale", False), ("reread", True)])
+def test_stale_request_after_a_cancelled_resume(module_sim, ids, xs, xc, name, suspends_again):
+    """A "suspend" written while the guest is already quiescing is ignored and
+    stays in the node.  After a cancelled (fast=1) resume upstream Linux does not
+    re-read it (xs_suspend_cancel() keeps the watches); rereads_after_resume does
+    and suspends again.  After a real (fast=0) resume both re-register their
+    watch, re-read the node and suspend again."""
+    d = ids[name]
+    xs.write(ctl_path(d), b"suspend")
+    wait_until(lambda: ctl_value(xs, d) == b"", timeout=2)
+    xs.write(ctl_path(d), b"suspend")                  # while quiescing: ignored
+    wait_until(lambda: suspended(xc, d), timeout=3)
+    assert ctl_value(xs, d) == b"suspend"
+    full_resume(xc, xs, d, fast=1)
+    time.sleep(Q / 1000.0 + 0.2)
+    assert bool(xc.info(d)["shutdown"]) is suspends_again
+    if suspends_again:
+        wait_until(lambda: suspended(xc, d), timeout=2)
+        assert module_sim.dom(d)["counters"]["rereads"] >= 1
+        assert ctl_value(xs, d) == b""
+        full_resume(xc, xs, d, fast=1)
+        xs.write(ctl_path(d), b"suspend")
+        wait_until(lambda: ctl_value(xs, d) == b"", timeout=2)
+        xs.write(ctl_path(d), b"suspend")
+        wait_until(lambda: suspended(xc, d), timeout=3)
+    else:
+        assert ctl_value(xs, d) == b"suspend" and heart_beating(xs, d)
+        assert module_sim.dom(d)["counters"]["suspends"] == 1
+        # the node's next change is what it reacts to; make it suspend and leave a stale one
+        xs.write(ctl_path(d), b"suspend")
+        wait_until(lambda: ctl_value(xs, d) == b"", timeout=2)
+        xs.write(ctl_path(d), b"suspend")
+        wait_until(lambda: suspended(xc, d), timeout=3)
+    # a real resume: the re-registered watch fires and the stale request is acted on
+    full_resume(xc, xs, d, fast=0)
+    wait_until(lambda: ctl_value(xs, d) == b"", timeout=2)
+    wait_until(lambda: suspended(xc, d), timeout=3)
+    full_resume(xc, xs, d, fast=1)
+    assert heart_beating(xs, d)

@@ -249,6 +249,31 @@ class Guest:
         self.busy = False
         self.hyp.domain_shutdown(self.dom, reason)
 
+    def external_suspend(self, how=None):
+        """Another toolstack suspends the domain (simulator admin op
+        ``external_suspend``), without our lock and without writing
+        ``control/shutdown``.  ``how="guest"``: the guest makes
+        SCHEDOP_shutdown(suspend) now, as if it had acknowledged that
+        toolstack's request (a later fast resume is "cancelled" for it);
+        ``how="direct"``: xc_domain_shutdown(SHUTDOWN_suspend), the guest does
+        not notice.  Default: "guest" for a running guest with PV drivers,
+        else "direct"."""
+        if self.dead or self.dom.shut_down or self.dom.dying:
+            raise ValueError("domain %d is not running" % self.domid)
+        if how is None:
+            how = "guest" if (self.pv_drivers and self.xenstore_client and
+                              self.state in ("running", "quiescing")) else "direct"
+        if how not in ("guest", "direct"):
+            raise ValueError("how must be guest or direct, not %r" % (how,))
+        if how == "guest" and not self.dom.runnable:
+            raise ValueError("domain %d is paused: its guest cannot suspend itself" % self.domid)
+        self.counters["external_suspends"] += 1
+        if how == "guest":
+            self.hypercall_shutdown(xc.SHUTDOWN_suspend)
+        else:
+            self.hyp.domain_shutdown(self.dom, xc.SHUTDOWN_suspend)
+        return how
+
     # -- the xenstore control protocol -------------------------------------
     def on_shutdown_watch(self, path):
         if not self.dom.runnable:
@@ -521,6 +546,125 @@ class DestroyOnSuspend(Guest):
             self.sim.destroy_domain(self.domid)
 
 
+class _LateSuspend(object):
+    """Mixin: once asked (by whichever protocol), reach SCHEDOP_shutdown(suspend)
+    only ``suspend_after_ms`` (+- ``suspend_jitter_ms``) later instead of
+    after the group's quiesce delay."""
+
+    default_suspend_after_ms = 1500
+
+    def suspend_delay(self):
+        return self.delay(float(self.params.get("suspend_after_ms", self.default_suspend_after_ms)),
+                          float(self.params.get("suspend_jitter_ms", 0)))
+
+    def on_suspend_request(self):
+        self.counters["late_suspends"] += 1
+        self.begin_quiesce(self.suspend_delay(), self.finish_suspend)
+
+
+class LateSuspender(_LateSuspend, Guest):
+    """Linux PV, xenstore protocol, that acknowledges at once but suspends late.
+
+    It reads and acknowledges ``control/shutdown`` in a transaction exactly as
+    ``linux-pv`` does (the node is "" right after the request), then takes
+    ``suspend_after_ms`` (params, default 1500; ``suspend_jitter_ms`` default
+    0) before SCHEDOP_shutdown(suspend): longer than a toolstack's ``timeout``
+    of 1 s.  A toolstack that gives up meanwhile has a guest that answered and
+    suspends later on its own.  The delay only runs while the domain is
+    runnable (pausing it postpones the suspend).  The group's ``quiesce_ms`` is
+    not used."""
+    name = "late_suspender"
+
+
+class LateSuspenderEvtchn(_LateSuspend, XenLinux):
+    """XenLinux-like (advertises ``device/suspend/event-channel``, event-channel
+    protocol) that suspends ``suspend_after_ms`` (params, default 1500,
+    ``suspend_jitter_ms`` default 0) after the notification on its port (or
+    after acknowledging a ``suspend`` in ``control/shutdown``), instead of after
+    the group's quiesce delay."""
+    name = "late_suspender_evtchn"
+
+
+class AckIfStillSuspend(Guest):
+    """Linux PV, xenstore protocol, slow to look at its watch: it only answers a
+    request that is still there when it gets around to it.
+
+    When its ``control/shutdown`` watch fires with ``suspend`` in the node, it
+    waits ``ack_delay_ms`` (params, default 2000, ``ack_jitter_ms`` default 0;
+    only while runnable), then reads the node in a transaction: if it still
+    says ``suspend`` it acknowledges with "" and suspends after the group's
+    quiesce delay, like ``linux-pv``; if the request was withdrawn meanwhile
+    (node emptied, removed or changed) it does nothing and keeps running
+    (counter ``requests_gone``).  Watch events while a look is pending are
+    ignored.  Nothing of this outlives a suspend and resume: afterwards it
+    answers the next request the same way again."""
+    name = "ack_if_still_suspend"
+
+    def on_shutdown_watch(self, path):
+        if not self.dom.runnable:
+            self.defer(self.on_shutdown_watch, path)
+            return
+        if self.state != "running" or getattr(self, "_look_pending", False):
+            return
+        # (simulator shortcut: a glance at the node, so that the delay runs from
+        # the request, not from some earlier unrelated event)
+        try:
+            if self.xs.read("control/shutdown") != "suspend":
+                return
+        except XsError:
+            return
+        self._look_pending = True
+        self.counters["requests_seen"] += 1
+        self.later(self.delay(float(self.params.get("ack_delay_ms", 2000)),
+                              float(self.params.get("ack_jitter_ms", 0))), self._look)
+
+    def _look(self):
+        self._look_pending = False
+        if self.state != "running":
+            return
+
+        def body(tx):
+            if self.xs.read("control/shutdown", tx) != "suspend":
+                return False, None
+            self.xs.write("control/shutdown", "", tx)
+            return True, "suspend"
+        try:
+            cmd = self.xs.transaction(body)
+        except XsError:
+            return
+        if cmd is None:
+            self.counters["requests_gone"] += 1
+            log.info("dom%d: the suspend request was withdrawn before it was looked at", self.domid)
+            return
+        self.counters["acks"] += 1
+        self.counters["requests"] += 1
+        self.dispatch(cmd)
+
+    def after_resume(self, cancelled):
+        self._look_pending = False
+        super().after_resume(cancelled)
+
+
+class RereadsAfterResume(Guest):
+    """Linux PV that re-reads ``control/shutdown`` after *every* resume.
+
+    ``linux-pv`` models upstream Linux: only a real (``fast=0``) resume
+    re-registers its xenstore watches (``xs_resume()``), whose initial event
+    makes it re-read the node; a cancelled (``fast=1``) resume
+    (``xs_suspend_cancel()``) does not, so a ``suspend`` left in the node then
+    waits for the node's next change.  This guest re-reads it after a cancelled
+    resume too (other kernels, or a watch event that was queued while it was
+    suspended): a ``suspend`` still pending there makes it suspend again.
+    Otherwise exactly ``linux-pv``."""
+    name = "rereads_after_resume"
+
+    def after_resume(self, cancelled):
+        super().after_resume(cancelled)
+        if cancelled and self.xenstore_client:
+            self.counters["rereads"] += 1
+            self.loop.call_soon(self.on_shutdown_watch, "control/shutdown")
+
+
 # Values a hostile guest can put in device/suspend/event-channel.
 HOSTILE_EVTCHN = {
     "garbage": "12abc\x01",           # atoi() -> 12
@@ -590,4 +734,5 @@ class Hostile(Guest):
 
 BEHAVIOURS = {cls.name: cls for cls in (
     LinuxPV, LinuxPVH, HvmPV, HvmNoPV, HvmS3, XenLinux, Windows, Slow, Unresponsive,
-    AckNoSuspend, CrashOnSuspend, PoweroffOnSuspend, DestroyOnSuspend, Hostile)}
+    AckNoSuspend, CrashOnSuspend, PoweroffOnSuspend, DestroyOnSuspend, Hostile,
+    LateSuspender, LateSuspenderEvtchn, AckIfStillSuspend, RereadsAfterResume)}

@@ -300,6 +300,37 @@ class Simulator:
             raise ValueError("unknown fault %r" % kind)
         return {}
 
+    def admin_external_suspend(self, domid, how=None):
+        """Another toolstack suspends the domain, e.g. ``xl save`` on the
+        xenstore or direct path, which takes no suspend lock: nothing is
+        written to ``control/shutdown`` and no lock is taken; the domain ends
+        up shut down with reason suspend.  ``how``: ``guest`` (default for a
+        running guest with PV drivers: the guest makes the suspend hypercall
+        itself, as when it acknowledges that toolstack's request) or
+        ``direct`` (xc_domain_shutdown(SHUTDOWN_suspend); default for HVM
+        without PV drivers and guests that cannot respond)."""
+        d = self.hyp._guest_dom(int(domid))
+        if d.guest is not None and not d.guest.dead:
+            how = d.guest.external_suspend(how)
+        else:
+            if how not in (None, "direct"):
+                raise ValueError("domain %d has no guest to suspend itself" % d.domid)
+            if d.shut_down or d.dying:
+                raise ValueError("domain %d is not running" % d.domid)
+            how = "direct"
+            self.hyp.domain_shutdown(d, xc.SHUTDOWN_suspend)
+        return {"domid": d.domid, "how": how}
+
+    def admin_external_resume(self, domid, fast=True):
+        """The other toolstack resumes the domain as ``xl`` does after a
+        checkpoint: xc_domain_resume(fast), then XS_RESUME (xenstored re-arms
+        the domain's @releaseDomain latch)."""
+        d = self.hyp._guest_dom(int(domid))
+        self.hyp.xc_domain_resume(d.domid, bool(fast))
+        if d.domid in self.xenstored.introduced:
+            self.xenstored.introduced[d.domid] = False
+        return {"domid": d.domid, "fast": bool(fast)}
+
     def admin_stop(self):
         self.loop.call_soon(self.loop.stop)
         return {"stopping": True}

@@ -8,15 +8,17 @@ import errno
 import os
 import select
 import shutil
+import socket
 import tempfile
+import threading
 import time
 
 import pytest
 
 from ansible_collections.xen.suspend.plugins.module_utils._errors import (
-    XenstoreConnectionLost, XenstoreError, XenstoreTimeout)
+    XenstoreConnectionLost, XenstoreError, XenstoreTimeout, XenstoreUnavailable)
 from ansible_collections.xen.suspend.plugins.module_utils._xenstore import (
-    PIPELINE_DEPTH, XenstoreClient, default_socket_path, domain_path)
+    PIPELINE_DEPTH, XenstoreClient, default_socket_path, domain_path, withdraw_suspend_request)
 
 from fake_xenstored import READ, RESUME, TX_END, WRITE, FakeXenstored
 
@@ -296,3 +298,358 @@ def test_no_socket_and_no_xenbus_is_a_clear_error(tmp_path):
 def test_domain_path():
     assert domain_path(3) == b"/local/domain/3"
     assert domain_path(3, "control/shutdown") == b"/local/domain/3/control/shutdown"
+
+
+# -- dead connections, send deadline, reconnect ----------------------------------------------------
+
+def _wait_until(predicate, timeout=5.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting for %s" % what)
+        time.sleep(0.01)
+
+
+class _Once(set):
+    """A FakeXenstored.drop whose ops drop the connection once each."""
+
+    def __contains__(self, op):
+        if set.__contains__(self, op):
+            self.discard(op)
+            return True
+        return False
+
+
+class _StallingXenstored(FakeXenstored):
+    """A xenstored that stops working while ``going`` is clear (its requests queue up), then
+    answers all of them, in order, once it is set again."""
+
+    def __init__(self, path):
+        self.going = threading.Event()
+        self.going.set()
+        FakeXenstored.__init__(self, path)
+
+    def _handle(self, conn, op, rq, tx, payload):
+        self.going.wait()
+        FakeXenstored._handle(self, conn, op, rq, tx, payload)
+
+    def close(self):
+        self.going.set()
+        FakeXenstored.close(self)
+
+
+class _DeafXenstored(object):
+    """Accepts connections and never reads from them."""
+
+    def __init__(self, path):
+        self.path = path
+        self.connections = []
+        self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.server.bind(path)
+        self.server.listen(4)
+        thread = threading.Thread(target=self._accept)
+        thread.daemon = True
+        thread.start()
+
+    def _accept(self):
+        while True:
+            try:
+                self.connections.append(self.server.accept()[0])
+            except OSError:
+                return
+
+    def close(self):
+        self.server.close()
+        for conn in self.connections:
+            conn.close()
+
+
+@pytest.fixture
+def socket_dir():
+    directory = tempfile.mkdtemp(prefix="xs", dir="/tmp")  # short: AF_UNIX paths are limited
+    servers = []
+    yield directory, servers
+    for server in servers:
+        server.close()
+    shutil.rmtree(directory, True)
+
+
+def _hang_up(server):
+    """xenstored closes every client connection (keeps listening)."""
+    for conn in server.connections:
+        try:
+            conn.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+
+def test_a_xenstored_that_stops_answering_costs_one_timeout_then_requests_fail_fast(xenstored):
+    xs = XenstoreClient(timeout=1.0, socket_path=xenstored.path).connect()
+    try:
+        xenstored.nodes[b"/local/domain/3/name"] = b"web1"
+        assert xs.read(b"/local/domain/3/name") == b"web1"
+        xenstored.silent.update(range(1, 32))  # no reply to anything from now on
+        start = time.monotonic()
+        with pytest.raises(XenstoreTimeout):
+            xs.read(b"/local/domain/3/name")
+        assert time.monotonic() - start < 5.0  # the timeout plus the probe's (1 s each)
+        assert xenstored.requests[-1] == (1, 0, b"/\x00")  # the probe: XS_DIRECTORY /
+        assert "no reply to read /local/domain/3/name" in xs.dead
+        assert not xs.connected
+        sent = len(xenstored.requests)
+        count = 10
+        start = time.monotonic()
+        for domid in range(count):
+            with pytest.raises(XenstoreUnavailable) as caught:
+                xs.write(domain_path(domid, "control/shutdown"), b"suspend")
+            assert xenstored.path in str(caught.value) and "no reply to read" in str(caught.value)
+            assert isinstance(caught.value, XenstoreConnectionLost)
+        outcomes = xs.read_many([domain_path(domid, "name") for domid in range(count)])
+        assert all(isinstance(o.error, XenstoreUnavailable) for o in outcomes)
+        assert time.monotonic() - start < 0.5 * count * xs.timeout  # not a timeout each
+        assert len(xenstored.requests) == sent  # none of them was sent
+    finally:
+        xs.close()
+
+
+def test_one_unanswered_request_does_not_condemn_the_connection(impatient_client, xenstored):
+    xenstored.nodes[b"/local/domain/4/name"] = b"db"
+    xenstored.silent_paths.add(b"/local/domain/3/name")
+    with pytest.raises(XenstoreTimeout):
+        impatient_client.read(b"/local/domain/3/name")
+    assert xenstored.requests[-1][0] == 1  # probed, and the probe was answered
+    assert impatient_client.dead is None and impatient_client.connected
+    assert impatient_client.read(b"/local/domain/4/name") == b"db"
+
+
+def test_a_late_reply_to_the_probe_revives_the_connection(socket_dir):
+    directory, servers = socket_dir
+    server = _StallingXenstored(os.path.join(directory, "socket"))
+    servers.append(server)
+    server.nodes[b"/k"] = b"v"
+    xs = XenstoreClient(timeout=0.5, socket_path=server.path).connect()
+    try:
+        server.going.clear()  # xenstored stalls
+        with pytest.raises(XenstoreTimeout):
+            xs.read(b"/k")
+        assert xs.dead
+        with pytest.raises(XenstoreUnavailable):
+            xs.read(b"/k")
+        server.going.set()  # ... and gets going again: the read, then the probe are answered
+        _wait_until(lambda: server.requests and server.requests[-1][0] == 1, what="the probe")
+        deadline = time.monotonic() + 5
+        while True:
+            try:
+                assert xs.read(b"/k") == b"v"
+                break
+            except XenstoreUnavailable:  # the probe's reply is on its way
+                assert time.monotonic() < deadline
+                time.sleep(0.02)
+        assert xs.dead is None and xs.reconnects == 0
+    finally:
+        xs.close()
+
+
+def test_a_send_to_a_xenstored_that_does_not_read_gives_up_at_the_timeout(socket_dir):
+    directory, servers = socket_dir
+    server = _DeafXenstored(os.path.join(directory, "socket"))
+    servers.append(server)
+    xs = XenstoreClient(timeout=0.5, socket_path=server.path).connect()
+    try:
+        transport = xs._router.connection.transport
+        transport.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)  # fills up fast
+        results = []
+        items = [(domain_path(domid, "data"), b"x" * 4000) for domid in range(1, 200)]
+        worker = threading.Thread(target=lambda: results.append(xs.write_many(items)))
+        worker.daemon = True
+        start = time.monotonic()
+        worker.start()
+        worker.join(10.0)
+        assert not worker.is_alive(), "the send blocked"
+        assert time.monotonic() - start < 3.0
+        outcomes = results[0]
+        assert not any(o.ok for o in outcomes)
+        stalled = [o.error for o in outcomes if "not reading its socket" in str(o.error)
+                   and "broke off" not in str(o.error)]
+        assert len(stalled) == 1 and isinstance(stalled[0], XenstoreTimeout)
+        assert "data: not sent within 0.5 s" in str(stalled[0])
+        assert "did not read its socket" in xs.dead
+        start = time.monotonic()
+        with pytest.raises(XenstoreUnavailable) as caught:
+            xs.write(domain_path(1, "x"), b"1")
+        assert time.monotonic() - start < 1.0
+        assert server.path in str(caught.value)
+    finally:
+        xs.close()
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_reconnects_after_a_xenstored_restart_and_registers_the_watches_again(socket_dir):
+    directory, servers = socket_dir
+    path = os.path.join(directory, "socket")
+    first = FakeXenstored(path)
+    servers.append(first)
+    xs = XenstoreClient(timeout=2.0, socket_path=path).connect()
+    try:
+        watched = domain_path(3, "control/shutdown")
+        xs.watch(watched, b"tok3")
+        assert xs.wait_event(2.0) == (watched, b"tok3")  # the registration's event
+        _hang_up(first)  # xenstored goes away ...
+        first.close()
+        os.unlink(path)
+        _wait_until(lambda: not xs.connected, what="the client to see the connection go")
+        assert not xs.take_reconnect()
+        restarted = []
+
+        def come_back():  # ... and is back 0.3 s later
+            restarted.append(FakeXenstored(path))
+            servers.append(restarted[0])
+            restarted[0].nodes[b"/local/domain/3/name"] = b"web1"
+
+        timer = threading.Timer(0.3, come_back)
+        timer.start()
+        start = time.monotonic()
+        assert xs.read(b"/local/domain/3/name") == b"web1"
+        assert 0.2 < time.monotonic() - start < 2.0
+        assert xs.reconnects == 1 and xs.connected and xs.dead is None
+        assert xs.take_reconnect() and not xs.take_reconnect()
+        assert [watch[:2] for watch in restarted[0].watches] == [(watched, b"tok3")]
+        assert xs.watches == frozenset([(watched, b"tok3")])
+        assert xs.wait_event(2.0) == (watched, b"tok3")  # registered again: it fires once
+        restarted[0].guest_write(watched, b"")  # a change after the restart reaches the client
+        assert xs.wait_event(2.0) == (watched, b"tok3")
+        xs.unwatch(watched, b"tok3")
+        assert restarted[0].watches == [] and xs.watches == frozenset()
+    finally:
+        xs.close()
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_write_in_flight_when_the_connection_drops_is_not_sent_again(xenstored):
+    xs = XenstoreClient(timeout=2.0, socket_path=xenstored.path).connect()
+    try:
+        path = domain_path(3, "control/shutdown")
+        xenstored.drop = _Once([WRITE])  # xenstored hangs up on the write, then takes us back
+        with pytest.raises(XenstoreConnectionLost) as caught:
+            xs.write(path, b"suspend")
+        assert not isinstance(caught.value, XenstoreUnavailable)
+        assert "may or may not have been carried out" in str(caught.value)
+        assert [r for r in xenstored.requests if r[0] == WRITE] == [(WRITE, 0, path + b"\x00suspend")]
+        assert xs.reconnects == 1 and xs.connected  # later requests go over the new connection
+        xs.write(path, b"again")
+        assert xenstored.nodes[path] == b"again"
+    finally:
+        xs.close()
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_read_in_flight_when_the_connection_drops_is_sent_again_once(xenstored):
+    xs = XenstoreClient(timeout=2.0, socket_path=xenstored.path).connect()
+    try:
+        xenstored.nodes[b"/local/domain/3/name"] = b"web1"
+        xenstored.drop = _Once([READ])
+        assert xs.read(b"/local/domain/3/name") == b"web1"
+        assert len([r for r in xenstored.requests if r[0] == READ]) == 2
+        assert xs.reconnects == 1 and xs.take_reconnect()
+    finally:
+        xs.close()
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_batch_goes_on_over_the_new_connection(xenstored):
+    xs = XenstoreClient(timeout=2.0, socket_path=xenstored.path).connect()
+    try:
+        paths = [domain_path(domid, "name") for domid in range(1, 2 * PIPELINE_DEPTH + 1)]
+        for path in paths:
+            xenstored.nodes[path] = path
+        xenstored.drop = _Once([READ])
+        outcomes = xs.read_many(paths)
+        assert [o.value for o in outcomes] == paths
+        assert xs.reconnects == 1
+        writes = [(domain_path(domid, "control/shutdown"), b"suspend") for domid in (1, 2, 3)]
+        xenstored.drop = _Once([WRITE])
+        outcomes = xs.write_many(writes)
+        assert isinstance(outcomes[0].error, XenstoreConnectionLost)  # in flight: may have been done
+        assert "may or may not have been carried out" in str(outcomes[0].error)
+        # the others were in flight too (lost), or not sent yet (sent over the new connection)
+        assert all(o.ok or (isinstance(o.error, XenstoreConnectionLost)
+                            and not isinstance(o.error, XenstoreUnavailable)) for o in outcomes)
+        received = [r[2] for r in xenstored.requests if r[0] == WRITE]
+        for (path, value), outcome in zip(writes, outcomes):
+            count = received.count(path + b"\x00" + value)
+            assert count <= 1  # never sent twice
+            assert count == 1 or not outcome.ok
+        assert xs.reconnects == 2 and xs.connected
+    finally:
+        xs.close()
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_connection_lost_again_right_after_reconnecting_is_judged_dead(xenstored):
+    xs = XenstoreClient(timeout=2.0, socket_path=xenstored.path).connect()
+    try:
+        xenstored.drop.add(READ)  # every read hangs up
+        with pytest.raises(XenstoreConnectionLost):
+            xs.read(b"/local/domain/3/name")
+        assert len([r for r in xenstored.requests if r[0] == READ]) == 2  # sent again once
+        assert xs.reconnects == 1 and "again" in xs.dead
+        start = time.monotonic()
+        with pytest.raises(XenstoreUnavailable):
+            xs.write(b"/local/domain/3/x", b"1")
+        assert time.monotonic() - start < 1.0
+        xenstored.drop.clear()
+        xs.reconnect()  # the way back, on request
+        xs.write(b"/local/domain/3/x", b"1")
+        assert xs.reconnects == 2 and xs.dead is None
+    finally:
+        xs.close()
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_requests_fail_fast_when_xenstored_does_not_come_back(socket_dir):
+    directory, servers = socket_dir
+    path = os.path.join(directory, "socket")
+    server = FakeXenstored(path)
+    servers.append(server)
+    xs = XenstoreClient(timeout=0.5, socket_path=path).connect()
+    try:
+        _hang_up(server)
+        server.close()
+        os.unlink(path)
+        _wait_until(lambda: not xs.connected, what="the client to see the connection go")
+        start = time.monotonic()
+        with pytest.raises(XenstoreUnavailable) as caught:
+            xs.read(b"/local/domain/3/name")
+        assert 0.3 < time.monotonic() - start < 2.0  # reconnect attempts for about the timeout
+        assert path in str(caught.value) and "no new connection" in str(caught.value)
+        count = 10
+        start = time.monotonic()
+        for domid in range(count):
+            with pytest.raises(XenstoreUnavailable):
+                xs.write(domain_path(domid, "control/shutdown"), b"suspend")
+        assert time.monotonic() - start < 0.5 * count * xs.timeout
+        servers.append(FakeXenstored(path))
+        xs.reconnect()
+        xs.write(b"/k", b"v")
+        assert servers[-1].nodes[b"/k"] == b"v" and xs.reconnects == 1
+    finally:
+        xs.close()
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_transaction_does_not_survive_a_reconnect(xenstored):
+    xs = XenstoreClient(timeout=2.0, socket_path=xenstored.path).connect()
+    try:
+        tx_id = xs.transaction_start()
+        _hang_up(xenstored)
+        _wait_until(lambda: not xs.connected, what="the client to see the connection go")
+        assert xs.read(b"/local/domain/3/name") is None  # reconnects
+        sent = len(xenstored.requests)
+        with pytest.raises(XenstoreConnectionLost) as caught:
+            xs.read(b"/local/domain/3/name", tx_id=tx_id)
+        assert "transaction %d was lost" % tx_id in str(caught.value)
+        assert len(xenstored.requests) == sent
+        xenstored.nodes[b"/local/domain/3/control/shutdown"] = b"suspend"
+        assert withdraw_suspend_request(xs, 3) is True  # a new transaction works
+    finally:
+        xs.close()
