@@ -157,6 +157,15 @@ vanished:
   returned: always
   type: list
   elements: dict
+recovery:
+  description:
+    - What the next M(xen.suspend.domain_suspended) or M(xen.suspend.domain_resumed) run would
+      settle at its start, of what stopped runs left in the ledger (nothing is touched here).
+    - C(actions) has one item per ledger entry, with C(name), C(uuid), C(action) (V(settled),
+      V(withdrawn) or V(left_for_resume)), C(reason) (why the entry would leave the ledger) and
+      C(detail).
+  returned: always
+  type: dict
 xen_version:
   description: Version of the running hypervisor (major.minor).
   returned: always
@@ -166,6 +175,7 @@ xen_version:
 
 from ansible_collections.xen.suspend.plugins.module_utils._domain_description import describe_domain
 from ansible_collections.xen.suspend.plugins.module_utils._module_base import XenSuspendModule
+from ansible_collections.xen.suspend.plugins.module_utils._recovery import recover
 from ansible_collections.xen.suspend.plugins.module_utils._targets import select_targets
 
 
@@ -202,10 +212,13 @@ class DomainInfoModule(XenSuspendModule):
         live = set(record.uuid for record in records)
         vanished = [dict(entry) for uuid, entry in sorted(entries.items()) if uuid not in live]
         version = getattr(backends.xenctrl, "version", None)
+        # read-only: what the next suspend or resume would settle at its start
+        pending = recover(backends, entries, act=False)
         return dict(
             changed=False,
             domains=domains,
             vanished=vanished,
+            recovery=pending.as_dict(),
             xen_version="%d.%d" % tuple(version) if version else None,
         ), None
 

@@ -18,9 +18,25 @@ description:
   - Every target is validated before any is touched. Dom0, the xenstore domain and O(protected)
     domains are refused.
   - Before a request is sent, an intent entry is written to the O(ledger); after the suspend is
-    verified it is marked suspended. A guest is never suspended without a ledger entry.
+    verified it is marked suspended, with the domain's CPU time as evidence of this very suspend.
+    A guest is never suspended without a ledger entry.
+  - An entry leaves the ledger only on evidence that the guest cannot suspend because of our
+    request - the request was never sent, it was withdrawn in a xenstore transaction before the
+    guest read it, the domain is gone or shut down for another reason, or it runs again after
+    its C(settle_by) time. A guest that answered (or was notified on its event channel) but did
+    not suspend within O(timeout) keeps its entry in state C(intent), so a late suspend is
+    still recorded; M(xen.suspend.domain_resumed) waits for it and resumes it.
   - A guest that does not acknowledge the request in time gets the request withdrawn and is
     left running; a domain that fails is never resumed by this module.
+  - Each domain is worked on under libxl's per-domain suspend lock (the one C(xl save) takes) and
+    looked at again once the lock is held. A domain that someone else suspends while our request
+    stands unanswered is not claimed (error kind C(suspended_by_other)), and our request is
+    withdrawn so that the guest cannot act on it after that party resumes it.
+  - At its start the module settles what stopped runs left in the ledger (see RV(recovery)).
+  - SIGTERM, SIGHUP and SIGINT (an AWX cancel, a closed SSH session, Ctrl-C) end the run cleanly
+    - no new requests, unanswered ones withdrawn, answered ones kept in the ledger, locks and
+    channels given back - and fail the task naming the signal. A run killed outright (SIGKILL)
+    leaves entries that the next run of any module of this collection settles.
   - The module is idempotent. A domain that is already suspended and recorded in the ledger is
     reported unchanged.
 author:
@@ -142,6 +158,17 @@ EXAMPLES = r'''
 '''
 
 RETURN = r'''
+recovery:
+  description:
+    - What the module settled at its start of what stopped runs left in the ledger. C(actions)
+      has one item per ledger entry looked at, with C(name), C(uuid), C(action) (V(withdrawn),
+      V(settled), V(left_for_resume) or V(busy)), C(reason) and C(detail).
+  returned: always
+  type: dict
+interrupted:
+  description: The signal (V(SIGTERM), V(SIGHUP) or V(SIGINT)) that stopped the run, when one did.
+  returned: when interrupted
+  type: str
 domains:
   description: One entry per selected domain, in the order requested.
   returned: always
@@ -188,8 +215,16 @@ domains:
         - V(null) on success. Otherwise the failure, with C(kind), C(phase) and C(message).
         - C(kind) is one of C(busy), C(not_acknowledged), C(timeout), C(unexpected_shutdown), C(vanished),
           C(paused), C(not_running), C(unrecorded_suspend), C(method_unavailable), C(call_failed),
-          C(xenstore_error), C(xenstore_timeout), C(ledger_error), C(not_attempted) and others.
+          C(xenstore_error), C(xenstore_timeout), C(ledger_error), C(suspended_by_other),
+          C(interrupted), C(not_attempted) and others.
       type: dict
+    request:
+      description:
+        - What the guest may have received - V(not_sent), V(sent), V(answered), V(withdrawn) or
+          V(uncertain) (a write whose reply was lost). It decides what happens to the ledger
+          entry of a domain that did not end suspended.
+      type: str
+      sample: answered
       sample: {"kind": "not_acknowledged", "phase": "acknowledge", "message": "domain web1 (domid 5), phase acknowledge: ..."}
     xenstore_round_trips:
       description: Xenstore requests sent for this domain.

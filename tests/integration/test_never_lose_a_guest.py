@@ -230,3 +230,54 @@ def test_suspend_by_another_toolstack_is_not_recorded_as_ours(make_sim):
     # not ours to resume either: the other toolstack is still working on it
     assert suspended_names(sim) == ["shared"]
     assert guests(sim)["shared"]["counters"].get("external_suspends") == 1
+
+
+# -- case 6: SIGTERM (an AWX cancel), SIGHUP (a closed SSH session) end a run cleanly ----------
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_a_signal_ends_the_suspend_cleanly(make_sim, signum):
+    answered = ["late-1", "late-2"]
+    unanswered = ["tardy-1", "tardy-2"]
+    sim, runner = make_sim({
+        "quiesce_ms": 200, "jitter_ms": 50, "heartbeat_ms": 100,
+        "guests": [
+            {"behaviour": "late_suspender", "count": 2, "name": "late",
+             "params": {"suspend_after_ms": 4000}},
+            {"behaviour": "ack_if_still_suspend", "count": 2, "name": "tardy",
+             "params": {"ack_delay_ms": 30000}},
+        ]})
+    handle = runner.start([{"xen.suspend.domain_suspended": {
+        "domains": ["*"], "ack_timeout": 60, "timeout": 60, "continue_on_error": True},
+        "register": "suspend"}], pipelining=False)
+    try:
+        wait_until(lambda: all(control(sim, n) == b"suspend" for n in unanswered)
+                   and all(guests(sim)[n].get("state") == "quiescing" for n in answered),
+                   timeout=30, what="requests out, two of them answered")
+        proc = handle[0]
+        victims = [pid for pid in descendants(proc.pid)
+                   if "AnsiballZ_domain_suspended" in cmdline(pid) and cmdline(pid).startswith(PYTHON)]
+        assert victims, "module process not found"
+        started = time.monotonic()
+        for pid in victims:
+            os.kill(pid, signum)
+        play = runner.wait(handle)
+        took = time.monotonic() - started
+    finally:
+        kill_module(handle, "domain_suspended", required=False)
+    suspend = play["suspend"]
+    assert suspend.get("failed") is True and suspend["interrupted"] == signal.Signals(signum).name, \
+        show(suspend)
+    assert took < 10, took  # not the 60 s timeouts
+    result = by_name(suspend)
+    for name in answered + unanswered:
+        assert result[name]["error"]["kind"] == "interrupted", show(result[name])
+    # unanswered: withdrawn and forgotten; answered: still recorded, they will suspend
+    for name in unanswered:
+        assert control(sim, name) in (b"", None) and entry_of(sim, name) is None, name
+    for name in answered:
+        assert entry_of(sim, name)["state"] == "intent", show(sim.ledger_entries())
+    wait_until(lambda: suspended_names(sim) == answered, timeout=15, what="the late suspends")
+    play = runner.run([{"xen.suspend.domain_resumed": {}, "register": "resume"}])
+    assert sorted(play["resume"]["resumed"]) == answered, show(play["resume"])
+    assert suspended_names(sim) == [] and sim.ledger_entries() == {}
+    assert heartbeats_advance(sim, answered + unanswered) == []
