@@ -31,7 +31,7 @@ from ansible_collections.xen.suspend.plugins.module_utils._ledger_transitions im
     settle_deadline_passed)
 from ansible_collections.xen.suspend.plugins.module_utils._suspend_method import (
     EVENT_CHANNEL, XENSTORE)
-from ansible_collections.xen.suspend.plugins.module_utils._xenstore import withdraw_suspend_request
+from ansible_collections.xen.suspend.plugins.module_utils._protocol_requests import withdraw_suspend_request
 
 # What recovery decided for one entry (RecoveryReport.actions[...]["action"]).
 ACTION_WITHDRAWN = "withdrawn"

@@ -31,7 +31,7 @@ from ansible_collections.xen.suspend.plugins.module_utils._suspend_method import
 from ansible_collections.xen.suspend.plugins.module_utils._run_report import RunReport
 from ansible_collections.xen.suspend.plugins.module_utils._targets import (
     KIND_DOMID, KIND_NAME, KIND_UUID, refusal, select_targets)
-from ansible_collections.xen.suspend.plugins.module_utils._xenstore import withdraw_suspend_request
+from ansible_collections.xen.suspend.plugins.module_utils._protocol_requests import withdraw_suspend_request
 
 VERIFY_POLL = 0.005
 SETTLE_POLL = 0.05

@@ -10,22 +10,26 @@ hypervisor's domain info for each domain in flight about every 100 ms as a backs
 watches and @releaseDomain are hints only (oxenstored fires spuriously, C xenstored latches
 per domain, and none fires while a suspend event channel is subscribed).
 
-Per domain (phases in brackets):
+Per domain (phases in brackets; the job's Stage and Request enums in _suspend_job, the
+protocols in _protocol_requests, the ledger's transitions in _ledger_transitions):
 
     [lookup]   domain info, HVM params, advertised event channel -> method (libxl's choice)
-    [lock]     libxl's suspend-evtchn-<domid>.lock, non-blocking; held: "busy"
-               ledger: intent entry, written before any request
-    [request]  event channel: bind, subscribe, eat the pending event Xen sets on bind, notify
-               xenstore: watch ~/control/shutdown, write "suspend" (for an admitted batch:
-               every watch, then every write, each a pipelined xenstore batch)
-               direct: xc_domain_shutdown(SHUTDOWN_suspend)
-    [acknowledge] (xenstore) wait for the node to change; on timeout withdraw the request in
-               a transaction and fail "not acknowledged" (such a guest is never resumed)
+    [lock]     libxl's suspend-evtchn-<domid>.lock, non-blocking; held: "busy"; then the
+               domain is looked at again (only what is seen under the lock counts)
+               ledger: RecordIntent, durable before any request
+    [request]  the protocol's start(): event channel bind+subscribe+drain+notify, xenstore
+               watch+write (pipelined batches), or direct xc_domain_shutdown
+    [acknowledge] (xenstore) wait for the guest to change the node; on timeout the request is
+               withdrawn in a transaction. Suspended while our request still stands in an
+               untouched node: somebody else suspended it -- withdrawn, not claimed.
     [quiesce]  wait until Xen reports shutdown with reason suspend
-    [verify]   confirm, release the channel (unbind, unsubscribe), unlock; ledger: suspended
+    [verify]   release channel/watch/lock; ledger: ConfirmSuspended with the CPU time as evidence
 
-A domain that fails is never resumed here. At the end, every domain whose request was sent
-but which failed is checked once more and reported as it really is.
+A domain that fails is never resumed here. At the end every intent that did not end verified
+gets a verdict on evidence (_settle_unfinished): Settle when the request was never sent or was
+withdrawn, or the domain is gone or shut down otherwise; KeepPending (the entry stays, with a
+settle_by time) when the guest may still suspend because of the request. A signal (see
+_interruption) stops admission, withdraws unanswered requests and goes through the same end.
 
 Backends are injected (see _backends.Backends) so tests drive this with fakes.
 """
@@ -35,10 +39,9 @@ import collections
 import os
 
 from ansible_collections.xen.suspend.plugins.module_utils._domain_state import (
-    SHUTDOWN_SUSPEND, STATE_GONE, STATE_SUSPENDED, reason_name)
+    STATE_GONE, STATE_SUSPENDED, reason_name)
 from ansible_collections.xen.suspend.plugins.module_utils._errors import (
-    DomainOperationError, LedgerError, TargetError, XenSuspendError, XenstoreConnectionLost,
-    XenstoreTimeout)
+    DomainOperationError, LedgerError, TargetError, XenSuspendError)
 from ansible_collections.xen.suspend.plugins.module_utils._inventory import (
     domain_type, hvm_params, prefetch_event_channels, suspend_event_channel)
 from ansible_collections.xen.suspend.plugins.module_utils._ledger import (
@@ -48,19 +51,17 @@ from ansible_collections.xen.suspend.plugins.module_utils._ledger_transitions im
     KeepPending, RecordIntent, Settle, apply_transitions)
 from ansible_collections.xen.suspend.plugins.module_utils._run_report import RunReport
 from ansible_collections.xen.suspend.plugins.module_utils._phases import (
-    ACKNOWLEDGE, LOCK, LOOKUP, QUIESCE, REQUEST, VERIFY)
+    LOCK, LOOKUP, QUIESCE, REQUEST, VERIFY)
 from ansible_collections.xen.suspend.plugins.module_utils._suspend_job import (
     Request, Stage, SuspendJob)
 from ansible_collections.xen.suspend.plugins.module_utils._suspend_method import (
     AUTO, DIRECT, EVENT_CHANNEL, METHODS, XENSTORE, choose_method)
-from ansible_collections.xen.suspend.plugins.module_utils._xenstore import (
-    domain_path, withdraw_suspend_request)
+from ansible_collections.xen.suspend.plugins.module_utils._protocol_requests import (
+    earliest, protocol_requests)
 
 MAX_WAIT = 0.05            # longest sleep of the loop
-MIN_POLL_GAP = 0.005       # event storms (a guest hammering its port) cost at most this rate
 ADMISSION_COALESCE = 0.05  # batch admissions so one ledger write covers several domains
 LEDGER_FLUSH_INTERVAL = 0.25
-MAX_EVENTS_PER_PASS = 4096
 # A guest that answered (or was notified) but has not suspended by our timeout may still get
 # there: Linux alone may spend up to 20 s freezing tasks. Its entry stays until at least this
 # long after the request (plus SETTLE_MARGIN after we give up), and a later run waits for it
@@ -69,7 +70,6 @@ LATE_SUSPEND_WINDOW = 30.0
 # Added to the run's own limits for the settle_by written with the intent (a killed run).
 SETTLE_MARGIN = 5.0
 
-SUSPEND_VALUE = b"suspend"
 RELEASE_DOMAIN = b"@releaseDomain"
 
 
@@ -114,8 +114,7 @@ class SuspendEngine(object):
         self.check_mode = check_mode
         self.poll_interval = float(poll_interval)
         self.drain_timeout = float(drain_timeout)
-        self._port_jobs = {}
-        self._token_jobs = {}
+        self._requests = protocol_requests(self)
         self._release_token = None
         self._transitions = []
         self._last_flush = None
@@ -205,7 +204,7 @@ class SuspendEngine(object):
         try:
             self._lookup(job, entries, infos)
         except XenSuspendError as exc:
-            self._fail(job, exc, LOOKUP)
+            self.fail(job, exc, LOOKUP)
         job.phases.stop()
         return job
 
@@ -292,9 +291,8 @@ class SuspendEngine(object):
                 ready = backends.wait(fds, max(0.0, min(wait, MAX_WAIT)))
                 now = self.clock()
                 if backends.evtchn_opened and backends.evtchn.fileno() in ready:
-                    self._drain_evtchn(now)
-                self._drain_watches()
-                self._read_acks(inflight, self.clock())
+                    self._requests[EVENT_CHANNEL].on_events(now)
+                self._requests[XENSTORE].on_events(now)
                 self._poll_due(inflight, self.clock())
                 for job in list(inflight):
                     if not job.done:
@@ -306,7 +304,7 @@ class SuspendEngine(object):
         except BaseException as exc:
             for job in inflight:
                 if not job.done:
-                    self._fail(job, DomainOperationError(
+                    self.fail(job, DomainOperationError(
                         "interrupted by an unexpected error: %s" % exc, kind="interrupted"),
                         job.phases.current)
             raise
@@ -329,26 +327,14 @@ class SuspendEngine(object):
                 wakeup = min(wakeup, job.deadline)
                 continue
             if job.fresh_event:
-                wakeup = min(wakeup, self._earliest_read(job, now))
+                wakeup = min(wakeup, earliest(job.last_read, now))
             if job.poll_requested:
-                wakeup = min(wakeup, self._earliest_poll(job, now))
+                wakeup = min(wakeup, earliest(job.last_poll, now))
             wakeup = min(wakeup, job.next_poll, job.deadline)
         if queue and self._last_admission is not None and len(self._inflight) < self.parallel:
             wakeup = min(wakeup, self._last_admission + ADMISSION_COALESCE)
         return wakeup
 
-    @staticmethod
-    def _earliest_poll(job, now):
-        if job.last_poll is None:
-            return now
-        return max(now, job.last_poll + MIN_POLL_GAP)
-
-    @staticmethod
-    def _earliest_read(job, now):
-        # The guest owns control/shutdown and can make it fire as fast as it likes.
-        if job.last_read is None:
-            return now
-        return max(now, job.last_read + MIN_POLL_GAP)
 
     def _admit(self, queue, slots, now):
         self._last_admission = now
@@ -359,7 +345,7 @@ class SuspendEngine(object):
             try:
                 job.lock = self.backends.locks.acquire(job.record.domid)
             except XenSuspendError as exc:
-                self._fail(job, exc, LOCK)
+                self.fail(job, exc, LOCK)
                 continue
             job.advance(Stage.LOCKED)
             batch.append(job)
@@ -387,22 +373,22 @@ class SuspendEngine(object):
             self._stop_reason = "the ledger could not be written: %s" % exc
             for job in batch:
                 job.intent_id = None
-                self._fail(job, DomainOperationError(
+                self.fail(job, DomainOperationError(
                     "the intent could not be recorded in the ledger, so no request was sent: %s"
                     % exc, kind="ledger_error"), REQUEST)
             return
-        by_xenstore = []
+        by_method = collections.OrderedDict((method, []) for method in (EVENT_CHANNEL, DIRECT, XENSTORE))
         for job in batch:
-            if self._held_back([job]):  # an earlier domain of this batch failed
-                continue
             self._inflight.append(job)
-            if job.method == XENSTORE:
-                job.phases.start(REQUEST)
-                by_xenstore.append(job)   # requested together, below
-                continue
-            self._freeze_monitor(job)
-            self._start_request(job, self.clock())
-        self._request_xenstore(by_xenstore)
+            by_method[job.method].append(job)
+        for method, jobs in by_method.items():
+            jobs = [job for job in jobs if not self.held_back([job])]  # an earlier one failed
+            if method != XENSTORE:
+                # (xenstore freezes after its watches are in place, just before its writes)
+                for job in jobs:
+                    self.freeze_monitor(job)
+            # each protocol sends its batch at once (xenstore: pipelined watches, then writes)
+            self._requests[method].start(jobs, self.clock())
 
     def _request_window(self, method):
         """How long after the intent the guest may still suspend because of this run: what
@@ -452,109 +438,14 @@ class SuspendEngine(object):
                     raise DomainOperationError("the domain was paused meanwhile; unpause it first",
                                                kind="paused")
             except XenSuspendError as exc:
-                self._fail(job, exc, LOCK)
+                self.fail(job, exc, LOCK)
                 continue
             kept.append(job)
         return kept
 
     # == requests =============================================================================
 
-    def _start_request(self, job, now):
-        job.phases.start(REQUEST, now)
-        try:
-            if job.method == EVENT_CHANNEL:
-                self._request_event_channel(job, now)
-            elif job.method == XENSTORE:
-                self._request_xenstore([job])
-            else:
-                self._request_direct(job, now)
-        except XenSuspendError as exc:
-            self._fail(job, exc, REQUEST)
-
-    def _request_event_channel(self, job, now):
-        domid = job.record.domid
-        try:
-            evtchn = self.backends.evtchn
-            job.local_port = evtchn.bind_interdomain(domid, job.port)
-        except XenSuspendError as exc:
-            if self.method != AUTO:
-                raise
-            # The documentation allows falling back to xenstore when the channel cannot be
-            # set up (garbage or a port not offered to dom0); libxl aborts instead.
-            choice = choose_method(AUTO, job.record.info.hvm_guest,
-                                   lambda: domain_type(self.xs, job.record), None, "unusable",
-                                   job.callback_irq, job.acpi_s_state)
-            job.notes.append("event channel %d could not be bound (%s); fell back to %s"
-                             % (job.port, exc, choice.method))
-            self._set_method(job, choice)
-            self._transitions.append(ChangeMethod(
-                job.record.uuid, job.intent_id, choice.method, choice.resume_fast,
-                self.backends.wall_clock() + self._request_window(choice.method)))
-            if choice.method == XENSTORE:
-                self._request_xenstore([job])
-            else:
-                self._request_direct(job, now)
-            return
-        self._port_jobs[job.local_port] = job
-        self.xc.subscribe_for_suspend(domid, job.port)
-        job.subscribed = True
-        # Xen sets a freshly bound port pending; eat that event before notifying, or the
-        # first wake-up would come from it rather than from the guest.
-        job.advance(Stage.DRAIN)
-        job.deadline = now + min(self.drain_timeout, self.timeout)
-
-    def _notify_event_channel(self, job, now):
-        evtchn = self.backends.evtchn
-        evtchn.unmask(job.local_port, job.record.domid)
-        evtchn.notify(job.local_port, job.record.domid)  # an ioctl that fails did nothing
-        job.mark_request(Request.SENT)
-        self._enter_quiesce(job, self.clock())
-
-    def _request_xenstore(self, jobs):
-        """~/control/shutdown = "suspend" for every job: first a watch on each node, then the
-        write into each node whose watch is in place, each step one pipelined batch."""
-        if not jobs or self._held_back(jobs):
-            return
-        for job in jobs:
-            domid = job.record.domid
-            job.watch_path = domain_path(domid, "control/shutdown")
-            job.token = ("xen-suspend-%s-%d" % (self._run_tag, domid)).encode("ascii")
-            self._token_jobs[job.token] = job
-        watched = []
-        for job, outcome in zip(jobs, self.xs.watch_many([(job.watch_path, job.token) for job in jobs])):
-            job.record.xs_trips += 1
-            if outcome.error is not None:
-                self._token_jobs.pop(job.token, None)
-                self._fail(job, outcome.error, REQUEST)
-                continue
-            job.watching = True
-            watched.append(job)
-        if self._held_back(watched):  # a watch failed and continue_on_error is false
-            return
-        for job in watched:
-            self._freeze_monitor(job)
-        requested = []
-        outcomes = self.xs.write_many([(job.watch_path, SUSPEND_VALUE) for job in watched])
-        for job, outcome in zip(watched, outcomes):
-            job.record.xs_trips += 1
-            if outcome.error is not None:
-                # A write that timed out or lost the connection may have reached the guest.
-                if isinstance(outcome.error, (XenstoreTimeout, XenstoreConnectionLost)):
-                    job.mark_request(Request.UNCERTAIN)
-                self._fail(job, outcome.error, REQUEST)
-                continue
-            job.mark_request(Request.SENT)
-            requested.append((job, outcome.events_before))
-        own = self._drain_watches(own_tokens=set(job.token for job, _stamp in requested))
-        start = self.clock()
-        for job, replied_at in requested:
-            self._settle_own_events(job, own.get(job.token, []), replied_at)
-            job.phases.start(ACKNOWLEDGE, start)
-            job.advance(Stage.ACKNOWLEDGE)
-            job.deadline = start + self.ack_timeout
-            job.next_poll = start + self.poll_interval
-
-    def _held_back(self, jobs):
+    def held_back(self, jobs):
         """True when a failure stopped the run: ``jobs`` then give back what they hold and are
         reported not attempted (their intents are removed by _reconcile)."""
         if self._stop_reason is None:
@@ -564,89 +455,11 @@ class SuspendEngine(object):
             self._not_attempted(job, self._stop_reason)
         return True
 
-    @staticmethod
-    def _settle_own_events(job, own, replied_at):
-        """Tell our own events on this job's token from the guest's answer.
-
-        ``own`` are the arrival numbers of the token's events queued by now, ``replied_at`` how
-        many events had arrived before the reply to our write (None: not known). Before that
-        reply come the watch registration's event and, with C xenstored, our write's event;
-        oxenstored sends our write's event right after the reply. Whatever else is there is
-        the guest answering, already: pyxs' Router thread may queue it before we look.
-        """
-        if replied_at is None or None in own:
-            # Arrival order unknown: count them (C xenstored two, oxenstored one so far). A guest
-            # answering this fast then costs a wait for the backstop poll, never a false ack.
-            if len(own) == 1:
-                job.skip_events = 1
-            return
-        before = sum(1 for arrival in own if arrival <= replied_at)
-        after = len(own) - before
-        own_after_reply = 1 if before == 1 else 0
-        if after > own_after_reply:
-            job.fresh_event = True
-            job.node_touched = True
-        job.skip_events = max(0, own_after_reply - after)
-
-    def _request_direct(self, job, now):
-        self.xc.shutdown(job.record.domid, SHUTDOWN_SUSPEND)  # a hypercall that fails did nothing
-        job.mark_request(Request.SENT)
-        self._enter_quiesce(job, self.clock())
-
-    def _enter_quiesce(self, job, now):
+    def enter_quiesce(self, job, now):
         job.phases.start(QUIESCE, now)
         job.advance(Stage.QUIESCE)
         job.deadline = now + self.timeout
         job.next_poll = now + self.poll_interval
-
-    # == events ===============================================================================
-
-    def _drain_evtchn(self, now):
-        evtchn = self.backends.evtchn
-        for _count in range(MAX_EVENTS_PER_PASS):
-            try:
-                port = evtchn.pending()
-            except XenSuspendError as exc:
-                self._errors.append("reading the event channel device failed: %s" % exc)
-                return
-            if port is None:
-                return
-            job = self._port_jobs.get(port)
-            if job is None or job.done:
-                continue
-            try:
-                if job.stage is Stage.DRAIN:
-                    self._notify_event_channel(job, now)
-                else:
-                    evtchn.unmask(port, job.record.domid)
-                    job.poll_requested = True
-            except XenSuspendError as exc:
-                self._fail(job, exc, job.phases.current)
-
-    def _drain_watches(self, own_tokens=()):
-        """Dispatch queued watch events; returns {token: [arrival numbers]} (None when the
-        backend does not number them) of those carrying one of ``own_tokens``: the watches
-        of requests just sent, whose events _settle_own_events sorts out."""
-        release = self._release_token
-        own = {}
-        for event in self.xs.events_nowait():
-            token = event[1]
-            if token == release:
-                for job in self._inflight:
-                    if job.waiting:
-                        job.poll_requested = True
-                continue
-            if token in own_tokens:
-                own.setdefault(token, []).append(event[2] if len(event) > 2 else None)
-                continue
-            job = self._token_jobs.get(token)
-            if job is not None and job.stage is Stage.ACKNOWLEDGE:
-                if job.skip_events:
-                    job.skip_events -= 1
-                    continue
-                job.fresh_event = True
-                job.node_touched = True
-        return own
 
     def _watch_release(self):
         token = ("xen-suspend-%s-release" % self._run_tag).encode("ascii")
@@ -667,27 +480,61 @@ class SuspendEngine(object):
         except XenSuspendError:
             pass
 
+    # == what the protocol requests (_protocol_requests) use ====================================
+
+    @property
+    def run_tag(self):
+        return self._run_tag
+
+    def request_for(self, method):
+        return self._requests[method]
+
+    def inflight_jobs(self):
+        return self._inflight
+
+    def warn(self, message):
+        self._errors.append(message)
+
+    def is_release_event(self, token):
+        """True for our @releaseDomain watch: a hint that some domain changed, so every job
+        waiting for its guest is looked at in the next backstop poll."""
+        if token != self._release_token:
+            return False
+        for job in self._inflight:
+            if job.waiting:
+                job.poll_requested = True
+        return True
+
+    def change_method(self, job, choice):
+        """``auto`` fell back from the event channel (it could not be bound)."""
+        self._set_method(job, choice)
+        self._transitions.append(ChangeMethod(
+            job.record.uuid, job.intent_id, choice.method, choice.resume_fast,
+            self.backends.wall_clock() + self._request_window(choice.method)))
+
+    @staticmethod
+    def foreign_suspend(job):
+        job.after = STATE_SUSPENDED
+        return DomainOperationError(
+            "the domain was suspended by someone else (xl save or migrate?) while our request "
+            "stood unanswered; our request was withdrawn and the suspend is not recorded as "
+            "ours", kind="suspended_by_other")
+
     # == the state machine ====================================================================
 
     def _step(self, job, now):
+        """The job's stage deadline: its protocol decides what that means."""
+        if job.deadline is None or now < job.deadline:
+            return
         try:
-            if job.stage is Stage.DRAIN:
-                if now >= job.deadline:
-                    job.notes.append("the event Xen sets on bind did not show up; notifying anyway")
-                    self._notify_event_channel(job, now)
-                return
-            if job.stage is Stage.ACKNOWLEDGE:
-                if self.clock() >= job.deadline:
-                    self._ack_timeout(job)
-            elif job.stage is Stage.QUIESCE and now >= job.deadline:
-                self._quiesce_timeout(job)
+            self._requests[job.method].on_timeout(job, now)
         except XenSuspendError as exc:
-            self._fail(job, exc, job.phases.current)
+            self.fail(job, exc, job.phases.current)
 
     def _poll_due(self, jobs, now):
         """The backstop: domain info for every job whose poll is due, in one batch."""
         due = [job for job in jobs if not job.done and job.waiting and
-               (now >= job.next_poll or job.poll_requested and now >= self._earliest_poll(job, now))]
+               (now >= job.next_poll or job.poll_requested and now >= earliest(job.last_poll, now))]
         if not due:
             return
         infos = self._domain_infos([job.record.domid for job in due])
@@ -700,7 +547,7 @@ class SuspendEngine(object):
                     self.xc.domain_info(job.record.domid)
                 self._judge(job, info)
             except XenSuspendError as exc:
-                self._fail(job, exc, job.phases.current)
+                self.fail(job, exc, job.phases.current)
 
     def _domain_infos(self, domids):
         """{domid: info} in as few hypercalls as the backend allows; None if the batch failed
@@ -721,10 +568,7 @@ class SuspendEngine(object):
         job.record.info = info
         if info.suspended:
             if job.stage is Stage.ACKNOWLEDGE and not self._answered_before_suspend(job):
-                raise DomainOperationError(
-                    "the domain was suspended by someone else (xl save or migrate?) while our "
-                    "request stood unanswered; our request was withdrawn and the suspend is not "
-                    "recorded as ours", kind="suspended_by_other")
+                raise self.foreign_suspend(job)
             self._verify(job, info)
             return True
         if info.dying:
@@ -748,80 +592,12 @@ class SuspendEngine(object):
             # only a node nobody touched tells that the guest never took the request.
             job.mark_request(Request.ANSWERED)
             return True
-        with _counted(self.xs, job.record):
-            withdrawn = withdraw_suspend_request(self.xs, job.record.domid)
-        if withdrawn:
-            job.mark_request(Request.WITHDRAWN)
+        if self._requests[XENSTORE].withdraw(job):
             job.after = STATE_SUSPENDED
             return False
-        job.mark_request(Request.ANSWERED)
         return True
 
-    def _read_acks(self, jobs, now):
-        """Read ~/control/shutdown of every job whose watch fired, in one pipelined batch; a
-        guest that no longer leaves "suspend" there has answered."""
-        due = [job for job in jobs if not job.done and job.stage is Stage.ACKNOWLEDGE and job.fresh_event
-               and now >= self._earliest_read(job, now)]
-        if not due:
-            return
-        answered = []
-        for job, outcome in zip(due, self.xs.read_many([job.watch_path for job in due])):
-            job.fresh_event = False
-            job.last_read = now
-            job.record.xs_trips += 1
-            if outcome.error is not None:
-                self._fail(job, outcome.error, job.phases.current)
-            elif outcome.value != SUSPEND_VALUE:
-                answered.append(job)
-        self._acknowledged(answered)
-
-    def _acknowledged(self, jobs):
-        """The guests of ``jobs`` answered: their watches go (one pipelined batch), then they
-        are waited for to suspend."""
-        for job in jobs:
-            if job.request is not Request.ANSWERED:
-                job.mark_request(Request.ANSWERED)
-        watching = [job for job in jobs if job.watching]
-        for job in watching:
-            job.watching = False
-            self._token_jobs.pop(job.token, None)
-        outcomes = self.xs.unwatch_many([(job.watch_path, job.token) for job in watching])
-        for job, outcome in zip(watching, outcomes):
-            job.record.xs_trips += 1
-            if outcome.error is not None:
-                self._fail(job, outcome.error, job.phases.current)
-        for job in jobs:
-            if not job.done:
-                self._enter_quiesce(job, self.clock())
-
-    def _ack_timeout(self, job):
-        # A guest that answers while we give up still counts as having answered.
-        try:
-            with _counted(self.xs, job.record):
-                withdrawn = withdraw_suspend_request(self.xs, job.record.domid)
-        except XenSuspendError as exc:
-            raise DomainOperationError(
-                "the guest did not acknowledge the suspend request within %g s, and the request "
-                "could not be withdrawn (%s): the guest may still act on it later, so its ledger "
-                "entry is kept" % (self.ack_timeout, exc), kind="not_acknowledged")
-        if not withdrawn:
-            job.notes.append("acknowledged at the last moment")
-            self._acknowledged([job])
-            return
-        job.mark_request(Request.WITHDRAWN)
-        info = self.xc.domain_info(job.record.domid)
-        if info is not None and info.suspended and info.uuid == job.record.uuid:
-            job.after = STATE_SUSPENDED
-            raise DomainOperationError(
-                "the domain was suspended by someone else (xl save or migrate?) while our request "
-                "stood unanswered; our request was withdrawn and the suspend is not recorded as "
-                "ours", kind="suspended_by_other")
-        raise DomainOperationError(
-            "the guest did not acknowledge the suspend request within %g s; the request was "
-            "withdrawn and the guest is left running (a guest that never answered is never "
-            "resumed)" % self.ack_timeout, kind="not_acknowledged")
-
-    def _quiesce_timeout(self, job):
+    def quiesce_timeout(self, job):
         info = self.xc.domain_info(job.record.domid)
         if self._judge(job, info):
             return
@@ -853,7 +629,7 @@ class SuspendEngine(object):
 
     # == endings ==============================================================================
 
-    def _fail(self, job, exc, phase):
+    def fail(self, job, exc, phase):
         if isinstance(exc, XenSuspendError):
             exc.with_context(domain=job.label, phase=phase)
             error = exc.to_dict()
@@ -885,55 +661,24 @@ class SuspendEngine(object):
             what = "interrupted by %s while %s" % (reason, job.stage.value)
             if job.stage is Stage.ACKNOWLEDGE:
                 try:
-                    with _counted(self.xs, job.record):
-                        withdrawn = withdraw_suspend_request(self.xs, job.record.domid)
-                    if withdrawn:
-                        job.mark_request(Request.WITHDRAWN)
+                    if self._requests[job.method].withdraw(job):
                         what += "; the unanswered request was withdrawn"
                     else:
-                        job.mark_request(Request.ANSWERED)
                         what += "; the guest had answered, so its ledger entry is kept"
                 except XenSuspendError as exc:
                     what += "; the request could not be withdrawn (%s)" % exc
-            self._fail(job, DomainOperationError(what, kind="interrupted"), job.phases.current)
-
-    def _drop_watch(self, job):
-        if job.watching:
-            job.watching = False
-            try:
-                with _counted(self.xs, job.record):
-                    self.xs.unwatch(job.watch_path, job.token)
-            finally:
-                self._token_jobs.pop(job.token, None)
+            self.fail(job, DomainOperationError(what, kind="interrupted"), job.phases.current)
 
     def _release_resources(self, job):
-        """Give back everything the request took; problems become notes, not new failures."""
-        domid = job.record.domid
-        if job.local_port is not None:
-            port, job.local_port = job.local_port, None
-            self._port_jobs.pop(port, None)
-            try:
-                self.backends.evtchn.unbind(port, domid)
-            except XenSuspendError as exc:
-                job.notes.append("cleanup: %s" % exc)
-        if job.subscribed:
-            job.subscribed = False
-            # libxl never unsubscribes; a stale subscription would silently swallow the
-            # @releaseDomain of every later suspend of this domain by other tools.
-            try:
-                self.xc.subscribe_for_suspend(domid, 0)
-            except XenSuspendError as exc:
-                job.notes.append("cleanup: %s" % exc)
-        if job.watching:
-            try:
-                self._drop_watch(job)
-            except XenSuspendError as exc:
-                job.notes.append("cleanup: %s" % exc)
+        """Give back everything the request took; problems become notes, not new failures.
+        Every protocol is asked: an event channel that fell back to xenstore may hold both."""
+        for request in self._requests.values():
+            request.release(job)
         if job.lock is not None:
             lock, job.lock = job.lock, None
             lock.release()
 
-    def _freeze_monitor(self, job):
+    def freeze_monitor(self, job):
         """xl's monitor exits when it sees shutdown(suspend), leaving the guest's next reboot or
         poweroff unhandled after our resume; stopped, it never sees the suspend (_xl_monitor)."""
         if job.monitor is not None and self.backends.monitors.freeze(job.monitor):
@@ -992,13 +737,8 @@ class SuspendEngine(object):
             # A request we cannot account for must not stay in the node: taken back unless the
             # guest answered it. (After an answer, a "suspend" there is the guest's own write.)
             try:
-                with _counted(self.xs, job.record):
-                    withdrawn = withdraw_suspend_request(self.xs, job.record.domid)
-                if withdrawn:
-                    job.mark_request(Request.WITHDRAWN)
+                if self._requests[XENSTORE].withdraw(job):
                     job.notes.append("our suspend request was withdrawn")
-                elif job.request is not Request.ANSWERED:
-                    job.mark_request(Request.ANSWERED)
             except XenSuspendError as exc:
                 job.notes.append("the request could not be withdrawn (%s)" % exc)
         if job.request.may_act:
@@ -1038,20 +778,3 @@ class SuspendEngine(object):
 def evidence_of(info):
     """What ties a ledger entry to this very suspend (see ConfirmSuspended)."""
     return {"domid": info.domid, "cpu_time_ns": int(info.cpu_time)}
-
-
-class _counted(object):
-    """Attribute the xenstore round trips of a block to one domain."""
-
-    def __init__(self, xs, record):
-        self.xs = xs
-        self.record = record
-        self.before = 0
-
-    def __enter__(self):
-        self.before = self.xs.round_trips
-        return self
-
-    def __exit__(self, *exc_info):
-        self.record.xs_trips += self.xs.round_trips - self.before
-        return False

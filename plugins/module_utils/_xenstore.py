@@ -1072,17 +1072,3 @@ class XenstoreClient(object):
 def _set_nonblocking(fd):
     flags = fcntl.fcntl(fd, fcntl.F_GETFL)
     fcntl.fcntl(fd, fcntl.F_SETFL, flags | os.O_NONBLOCK)
-
-
-def withdraw_suspend_request(xs, domid):
-    """Take back a ``suspend`` still waiting in ~/control/shutdown, atomically: True when it was
-    withdrawn, False when the guest had already answered (it may be suspending right now)."""
-    path = domain_path(domid, "control/shutdown")
-
-    def withdraw(tx):
-        if tx.read(path) != b"suspend":
-            return False, False
-        tx.write(path, b"")
-        return True, True
-
-    return xs.run_transaction(withdraw)

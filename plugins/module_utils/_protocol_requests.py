@@ -1,0 +1,422 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) xen.suspend contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""PRIVATE to the xen.suspend collection: the toolstack side of the three guest suspend protocols.
+
+One class per protocol, each with the same interface, so the engine's loop knows nothing of
+how a request travels:
+
+``start(jobs, now)``   send the request of each (admitted, locked, intent recorded) job
+``on_events(now)``     take what the protocol's descriptor delivered and move jobs on
+``on_timeout(job, now)`` the job's stage deadline passed
+``withdraw(job)``      take the request back if the guest has not taken it (True) -- only
+                       xenstore can: an event-channel notification or a hypercall is final
+``release(job)``       give back what the request holds (channel, subscription, watch)
+
+Event channel (libxl's preferred path): bind the guest's advertised port, subscribe it for
+suspend, eat the pending event Xen sets on bind, notify; the guest suspends without answering.
+Xenstore: watch ~/control/shutdown, write "suspend", wait for the guest to change the node
+(the answer), then for the suspend. Direct (HVM without PV drivers): SCHEDOP-less
+xc_domain_shutdown(SHUTDOWN_suspend), which Xen carries out itself.
+"""
+
+from ansible_collections.xen.suspend.plugins.module_utils._domain_state import SHUTDOWN_SUSPEND
+from ansible_collections.xen.suspend.plugins.module_utils._errors import (
+    DomainOperationError, XenSuspendError, XenstoreConnectionLost, XenstoreTimeout)
+from ansible_collections.xen.suspend.plugins.module_utils._inventory import domain_type
+from ansible_collections.xen.suspend.plugins.module_utils._phases import ACKNOWLEDGE, REQUEST
+from ansible_collections.xen.suspend.plugins.module_utils._suspend_job import Request, Stage
+from ansible_collections.xen.suspend.plugins.module_utils._suspend_method import (
+    AUTO, DIRECT, EVENT_CHANNEL, XENSTORE, choose_method)
+from ansible_collections.xen.suspend.plugins.module_utils._xenstore import domain_path
+
+SUSPEND_VALUE = b"suspend"
+MAX_EVENTS_PER_PASS = 4096
+
+
+def withdraw_suspend_request(xs, domid):
+    """Take back a ``suspend`` still waiting in ~/control/shutdown, atomically: True when it was
+    withdrawn, False when the guest had already answered (it may be suspending right now)."""
+    path = domain_path(domid, "control/shutdown")
+
+    def withdraw(tx):
+        if tx.read(path) != SUSPEND_VALUE:
+            return False, False
+        tx.write(path, b"")
+        return True, True
+
+    return xs.run_transaction(withdraw)
+
+
+class counted(object):  # pylint: disable=invalid-name  # used like a function
+    """Attribute the xenstore round trips of a block to one domain."""
+
+    def __init__(self, xs, record):
+        self.xs = xs
+        self.record = record
+        self.before = 0
+
+    def __enter__(self):
+        self.before = self.xs.round_trips
+        return self
+
+    def __exit__(self, *exc_info):
+        self.record.xs_trips += self.xs.round_trips - self.before
+        return False
+
+
+class ProtocolRequest(object):
+    """Common part: the engine (its backends, options, _fail, _enter_quiesce, ...)."""
+
+    method = None
+
+    def __init__(self, engine):
+        self.engine = engine
+        self.xs = engine.xs
+        self.xc = engine.xc
+
+    def start(self, jobs, now):
+        raise NotImplementedError
+
+    def on_events(self, now):
+        """Nothing to read by default."""
+
+    def on_timeout(self, job, now):
+        self.engine.quiesce_timeout(job)
+
+    def withdraw(self, job):
+        return False
+
+    def release(self, job):
+        """Nothing held by default."""
+
+
+class DirectRequest(ProtocolRequest):
+    method = DIRECT
+
+    def start(self, jobs, now):
+        for job in jobs:
+            job.phases.start(REQUEST, now)
+            try:
+                self.send(job)
+            except XenSuspendError as exc:
+                self.engine.fail(job, exc, REQUEST)
+
+    def send(self, job):
+        self.xc.shutdown(job.record.domid, SHUTDOWN_SUSPEND)  # a hypercall that fails did nothing
+        job.mark_request(Request.SENT)
+        self.engine.enter_quiesce(job, self.engine.clock())
+
+
+class EventChannelRequest(ProtocolRequest):
+    method = EVENT_CHANNEL
+
+    def __init__(self, engine):
+        ProtocolRequest.__init__(self, engine)
+        self.port_jobs = {}
+
+    def start(self, jobs, now):
+        for job in jobs:
+            job.phases.start(REQUEST, now)
+            try:
+                self._bind(job, now)
+            except XenSuspendError as exc:
+                self.engine.fail(job, exc, REQUEST)
+
+    def _bind(self, job, now):
+        engine = self.engine
+        domid = job.record.domid
+        try:
+            job.local_port = engine.backends.evtchn.bind_interdomain(domid, job.port)
+        except XenSuspendError as exc:
+            if engine.method != AUTO:
+                raise
+            # The documentation allows falling back to xenstore when the channel cannot be
+            # set up (garbage or a port not offered to dom0); libxl aborts instead.
+            choice = choose_method(AUTO, job.record.info.hvm_guest,
+                                   lambda: domain_type(self.xs, job.record), None, "unusable",
+                                   job.callback_irq, job.acpi_s_state)
+            job.notes.append("event channel %d could not be bound (%s); fell back to %s"
+                             % (job.port, exc, choice.method))
+            engine.change_method(job, choice)
+            engine.request_for(choice.method).start([job], now)
+            return
+        self.port_jobs[job.local_port] = job
+        self.xc.subscribe_for_suspend(domid, job.port)
+        job.subscribed = True
+        # Xen sets a freshly bound port pending; eat that event before notifying, or the
+        # first wake-up would come from it rather than from the guest.
+        job.advance(Stage.DRAIN)
+        job.deadline = now + min(engine.drain_timeout, engine.timeout)
+
+    def notify(self, job):
+        evtchn = self.engine.backends.evtchn
+        evtchn.unmask(job.local_port, job.record.domid)
+        evtchn.notify(job.local_port, job.record.domid)  # an ioctl that fails did nothing
+        job.mark_request(Request.SENT)
+        self.engine.enter_quiesce(job, self.engine.clock())
+
+    def on_events(self, now):
+        engine = self.engine
+        if not engine.backends.evtchn_opened:
+            return
+        evtchn = engine.backends.evtchn
+        for _count in range(MAX_EVENTS_PER_PASS):
+            try:
+                port = evtchn.pending()
+            except XenSuspendError as exc:
+                engine.warn("reading the event channel device failed: %s" % exc)
+                return
+            if port is None:
+                return
+            job = self.port_jobs.get(port)
+            if job is None or job.done:
+                continue
+            try:
+                if job.stage is Stage.DRAIN:
+                    self.notify(job)
+                else:
+                    evtchn.unmask(port, job.record.domid)
+                    job.poll_requested = True
+            except XenSuspendError as exc:
+                engine.fail(job, exc, job.phases.current)
+
+    def on_timeout(self, job, now):
+        if job.stage is Stage.DRAIN:
+            job.notes.append("the event Xen sets on bind did not show up; notifying anyway")
+            self.notify(job)
+            return
+        ProtocolRequest.on_timeout(self, job, now)
+
+    def release(self, job):
+        domid = job.record.domid
+        if job.local_port is not None:
+            port, job.local_port = job.local_port, None
+            self.port_jobs.pop(port, None)
+            try:
+                self.engine.backends.evtchn.unbind(port, domid)
+            except XenSuspendError as exc:
+                job.notes.append("cleanup: %s" % exc)
+        if job.subscribed:
+            job.subscribed = False
+            # libxl never unsubscribes; a stale subscription would silently swallow the
+            # @releaseDomain of every later suspend of this domain by other tools.
+            try:
+                self.xc.subscribe_for_suspend(domid, 0)
+            except XenSuspendError as exc:
+                job.notes.append("cleanup: %s" % exc)
+
+
+class XenstoreRequest(ProtocolRequest):
+    method = XENSTORE
+
+    def __init__(self, engine):
+        ProtocolRequest.__init__(self, engine)
+        self.token_jobs = {}
+
+    # -- sending ---------------------------------------------------------------------------
+
+    def start(self, jobs, now):
+        """~/control/shutdown = "suspend" for every job: first a watch on each node, then the
+        write into each node whose watch is in place, each step one pipelined batch."""
+        engine = self.engine
+        for job in jobs:
+            job.phases.start(REQUEST, now)
+        if not jobs or engine.held_back(jobs):
+            return
+        for job in jobs:
+            domid = job.record.domid
+            job.watch_path = domain_path(domid, "control/shutdown")
+            job.token = ("xen-suspend-%s-%d" % (engine.run_tag, domid)).encode("ascii")
+            self.token_jobs[job.token] = job
+        watched = []
+        for job, outcome in zip(jobs, self.xs.watch_many([(job.watch_path, job.token) for job in jobs])):
+            job.record.xs_trips += 1
+            if outcome.error is not None:
+                self.token_jobs.pop(job.token, None)
+                engine.fail(job, outcome.error, REQUEST)
+                continue
+            job.watching = True
+            watched.append(job)
+        if engine.held_back(watched):  # a watch failed and continue_on_error is false
+            return
+        for job in watched:
+            engine.freeze_monitor(job)
+        requested = []
+        outcomes = self.xs.write_many([(job.watch_path, SUSPEND_VALUE) for job in watched])
+        for job, outcome in zip(watched, outcomes):
+            job.record.xs_trips += 1
+            if outcome.error is not None:
+                # A write that timed out or lost the connection may have reached the guest.
+                if isinstance(outcome.error, (XenstoreTimeout, XenstoreConnectionLost)):
+                    job.mark_request(Request.UNCERTAIN)
+                engine.fail(job, outcome.error, REQUEST)
+                continue
+            job.mark_request(Request.SENT)
+            requested.append((job, outcome.events_before))
+        own = self.dispatch_watches(own_tokens=set(job.token for job, _stamp in requested))
+        start = engine.clock()
+        for job, replied_at in requested:
+            self._settle_own_events(job, own.get(job.token, []), replied_at)
+            job.phases.start(ACKNOWLEDGE, start)
+            job.advance(Stage.ACKNOWLEDGE)
+            job.deadline = start + engine.ack_timeout
+            job.next_poll = start + engine.poll_interval
+
+    @staticmethod
+    def _settle_own_events(job, own, replied_at):
+        """Tell our own events on this job's token from the guest's answer.
+
+        ``own`` are the arrival numbers of the token's events queued by now, ``replied_at`` how
+        many events had arrived before the reply to our write (None: not known). Before that
+        reply come the watch registration's event and, with C xenstored, our write's event;
+        oxenstored sends our write's event right after the reply. Whatever else is there is
+        the guest answering, already: pyxs' Router thread may queue it before we look.
+        """
+        if replied_at is None or None in own:
+            # Arrival order unknown: count them (C xenstored two, oxenstored one so far). A guest
+            # answering this fast then costs a wait for the backstop poll, never a false ack.
+            if len(own) == 1:
+                job.skip_events = 1
+            return
+        before = sum(1 for arrival in own if arrival <= replied_at)
+        after = len(own) - before
+        own_after_reply = 1 if before == 1 else 0
+        if after > own_after_reply:
+            job.fresh_event = True
+            job.node_touched = True
+        job.skip_events = max(0, own_after_reply - after)
+
+    # -- receiving -------------------------------------------------------------------------
+
+    def dispatch_watches(self, own_tokens=()):
+        """Dispatch queued watch events; returns {token: [arrival numbers]} (None when the
+        backend does not number them) of those carrying one of ``own_tokens``: the watches
+        of requests just sent, whose events _settle_own_events sorts out."""
+        engine = self.engine
+        own = {}
+        for event in self.xs.events_nowait():
+            token = event[1]
+            if engine.is_release_event(token):
+                continue
+            if token in own_tokens:
+                own.setdefault(token, []).append(event[2] if len(event) > 2 else None)
+                continue
+            job = self.token_jobs.get(token)
+            if job is not None and job.stage is Stage.ACKNOWLEDGE:
+                if job.skip_events:
+                    job.skip_events -= 1
+                    continue
+                job.fresh_event = True
+                job.node_touched = True
+        return own
+
+    def on_events(self, now):
+        self.dispatch_watches()
+        self.read_answers(self.engine.inflight_jobs(), self.engine.clock())
+
+    def read_answers(self, jobs, now):
+        """Read ~/control/shutdown of every job whose watch fired, in one pipelined batch; a
+        guest that no longer leaves "suspend" there has answered."""
+        due = [job for job in jobs if not job.done and job.stage is Stage.ACKNOWLEDGE and job.fresh_event
+               and now >= earliest(job.last_read, now)]
+        if not due:
+            return
+        answered = []
+        for job, outcome in zip(due, self.xs.read_many([job.watch_path for job in due])):
+            job.fresh_event = False
+            job.last_read = now
+            job.record.xs_trips += 1
+            if outcome.error is not None:
+                self.engine.fail(job, outcome.error, job.phases.current)
+            elif outcome.value != SUSPEND_VALUE:
+                answered.append(job)
+        self.acknowledged(answered)
+
+    def acknowledged(self, jobs):
+        """The guests of ``jobs`` answered: their watches go (one pipelined batch), then they
+        are waited for to suspend."""
+        engine = self.engine
+        for job in jobs:
+            if job.request is not Request.ANSWERED:
+                job.mark_request(Request.ANSWERED)
+        watching = [job for job in jobs if job.watching]
+        for job in watching:
+            job.watching = False
+            self.token_jobs.pop(job.token, None)
+        outcomes = self.xs.unwatch_many([(job.watch_path, job.token) for job in watching])
+        for job, outcome in zip(watching, outcomes):
+            job.record.xs_trips += 1
+            if outcome.error is not None:
+                engine.fail(job, outcome.error, job.phases.current)
+        for job in jobs:
+            if not job.done:
+                engine.enter_quiesce(job, engine.clock())
+
+    # -- the guest does not answer ---------------------------------------------------------
+
+    def on_timeout(self, job, now):
+        if job.stage is not Stage.ACKNOWLEDGE:
+            ProtocolRequest.on_timeout(self, job, now)
+            return
+        if self.engine.clock() < job.deadline:
+            return
+        self._ack_timeout(job)
+
+    def _ack_timeout(self, job):
+        engine = self.engine
+        # A guest that answers while we give up still counts as having answered.
+        try:
+            withdrawn = self.withdraw(job)
+        except XenSuspendError as exc:
+            raise DomainOperationError(
+                "the guest did not acknowledge the suspend request within %g s, and the request "
+                "could not be withdrawn (%s): the guest may still act on it later, so its ledger "
+                "entry is kept" % (engine.ack_timeout, exc), kind="not_acknowledged")
+        if not withdrawn:
+            job.notes.append("acknowledged at the last moment")
+            self.acknowledged([job])
+            return
+        info = self.xc.domain_info(job.record.domid)
+        if info is not None and info.suspended and info.uuid == job.record.uuid:
+            raise engine.foreign_suspend(job)
+        raise DomainOperationError(
+            "the guest did not acknowledge the suspend request within %g s; the request was "
+            "withdrawn and the guest is left running (a guest that never answered is never "
+            "resumed)" % engine.ack_timeout, kind="not_acknowledged")
+
+    def withdraw(self, job):
+        """Take the request back in a transaction; the job's Request follows what was found."""
+        with counted(self.xs, job.record):
+            withdrawn = withdraw_suspend_request(self.xs, job.record.domid)
+        if withdrawn:
+            job.mark_request(Request.WITHDRAWN)
+        elif job.request is not Request.ANSWERED:
+            job.mark_request(Request.ANSWERED)
+        return withdrawn
+
+    def release(self, job):
+        if not job.watching:
+            return
+        job.watching = False
+        try:
+            with counted(self.xs, job.record):
+                self.xs.unwatch(job.watch_path, job.token)
+        except XenSuspendError as exc:
+            job.notes.append("cleanup: %s" % exc)
+        finally:
+            self.token_jobs.pop(job.token, None)
+
+
+MIN_POLL_GAP = 0.005  # a guest hammering its node or port costs us at most this rate
+
+
+def earliest(last, now):
+    """The earliest moment for the next read or poll of something a guest can trigger."""
+    return now if last is None else max(now, last + MIN_POLL_GAP)
+
+
+def protocol_requests(engine):
+    """{method: request handler} for one engine run."""
+    return dict((cls.method, cls(engine)) for cls in (EventChannelRequest, XenstoreRequest, DirectRequest))
