@@ -36,7 +36,7 @@ $(VENV)/.installed: requirements-dev.txt
 # The ecosystem gates (sanity, units, lint, build, docs, ...), then one pytest run with one
 # summary: unit tests, the simulated dom0, roles and modules against it, real Xen in QEMU.
 # Both always run; the target fails if either failed.
-TEST_DIRS := tests/unit tests/xensim/tests tests/roles tests/integration tests/xen
+TEST_DIRS := tests/unit tests/xensim/tests tests/roles tests/integration tests/campaign tests/xen
 test: deps venv
 	@gates=0; VENV=$(VENV) tests/gates/run-gates.sh || gates=$$?; \
 	$(PYTEST) $(TEST_DIRS); rc=$$?; \
@@ -62,3 +62,12 @@ demo: venv
 # (tests/bench); its last line is machine-readable. A few minutes.
 bench: venv
 	$(PY) tests/bench/fleet_bench.py
+
+# The kill-anywhere campaign (tests/campaign): SCHEDULES random schedules from SEED (default: the
+# clock) SIGKILL domain_suspended / domain_resumed mid-run on a simulated dom0 and check that no
+# guest is lost or left suspended; its last line is machine-readable. SCHEDULE=K re-runs one.
+SCHEDULES ?= 1000
+JOBS ?= 3
+.PHONY: campaign
+campaign: venv
+	$(PY) tests/campaign/campaign.py --schedules $(SCHEDULES) --jobs $(JOBS) $(if $(SEED),--seed $(SEED)) $(if $(SCHEDULE),--schedule $(SCHEDULE))

@@ -32,7 +32,10 @@ LEDGER_FORMAT = "xen.suspend.ledger"
 LEDGER_VERSION = 1
 STATE_INTENT = "intent"
 STATE_SUSPENDED = "suspended"
-ENTRY_STATES = (STATE_INTENT, STATE_SUSPENDED)
+# Written just before xc_domain_resume: a resume killed after the hypercall but before its
+# ledger write leaves this, and "resuming" on a running domain is the evidence that it was us.
+STATE_RESUMING = "resuming"
+ENTRY_STATES = (STATE_INTENT, STATE_SUSPENDED, STATE_RESUMING)
 DIR_MODE = 0o700
 FILE_MODE = 0o600
 MAX_LEDGER_BYTES = 64 * 1024 * 1024

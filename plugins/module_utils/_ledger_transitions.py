@@ -8,7 +8,8 @@ An entry's life::
 
     (none) --RecordIntent--> intent --ConfirmSuspended--> suspended
                                |  \\--KeepPending (request may still act: settle_by moves)
-                               \\---------------+------------------------------> Settle(reason)
+                               |          intent, suspended --MarkResuming--> resuming
+                               \\---------------+----------------+-----------> Settle(reason)
 
 ``Settle`` removes an entry and needs one of SETTLE_REASONS: each is positive evidence that
 the guest cannot (any more) suspend because of our request, or that it runs again. Nothing
@@ -21,7 +22,7 @@ import calendar
 import time
 
 from ansible_collections.xen.suspend.plugins.module_utils._ledger import (
-    STATE_INTENT, STATE_SUSPENDED, utc_timestamp)
+    STATE_INTENT, STATE_RESUMING, STATE_SUSPENDED, utc_timestamp)
 
 # Why an entry left the ledger (the evidence).
 NEVER_SENT = "never_sent"            # our process knows no request reached the guest
@@ -96,8 +97,8 @@ class ConfirmSuspended(Transition):
 
     def apply(self, entries, stamp):
         entry = entries.get(self.uuid)
-        if not _belongs(entry, self.intent_id):
-            return
+        if not _belongs(entry, self.intent_id) or entry["state"] != STATE_INTENT:
+            return  # (a resume run may already be at it: never step back)
         entry["state"] = STATE_SUSPENDED
         entry["suspended_at"] = stamp
         entry["evidence"] = dict(self.evidence)
@@ -138,6 +139,21 @@ class KeepPending(Transition):
         if _belongs(entry, self.intent_id) and entry["state"] == STATE_INTENT:
             entry["settle_by"] = utc_timestamp(self.settle_by)
             entry["pending"] = self.why
+
+
+class MarkResuming(Transition):
+    """Just before xc_domain_resume of a domain seen suspended under its lock: if the run dies
+    after the hypercall, the next run finds "resuming" on a running domain and knows."""
+
+    def __init__(self, uuid, intent_id):
+        self.uuid = uuid
+        self.intent_id = intent_id
+
+    def apply(self, entries, stamp):
+        entry = entries.get(self.uuid)
+        if _belongs(entry, self.intent_id):
+            entry["state"] = STATE_RESUMING
+            entry["resuming_at"] = stamp
 
 
 class Settle(Transition):

@@ -11,6 +11,7 @@ whose domain no live run is working on (it takes the domain's suspend lock, non-
 held lock means somebody is: that entry is left alone) and settles it on evidence:
 
 * running, recorded suspended: somebody resumed it -> entry removed, monitor continued;
+* running, "resuming": a resume of ours was killed after its hypercall -> entry removed;
 * running, intent: a "suspend" still unanswered in the node is withdrawn in a transaction ->
   entry removed; an answered (or event-channel, or direct) request whose settle_by passed
   without a suspend -> entry removed; otherwise it stays: domain_resumed waits for it;
@@ -25,10 +26,11 @@ domain_info calls it with ``act=False``: it then reports what would be done, tou
 
 from ansible_collections.xen.suspend.plugins.module_utils._errors import (
     DomainBusy, XenSuspendError)
-from ansible_collections.xen.suspend.plugins.module_utils._ledger import STATE_SUSPENDED
+from ansible_collections.xen.suspend.plugins.module_utils._ledger import (
+    STATE_RESUMING, STATE_SUSPENDED)
 from ansible_collections.xen.suspend.plugins.module_utils._ledger_transitions import (
-    DID_NOT_SUSPEND, FOUND_RUNNING, OTHER_SHUTDOWN, WITHDRAWN, Settle, apply_transitions,
-    settle_deadline_passed)
+    DID_NOT_SUSPEND, FOUND_RUNNING, OTHER_SHUTDOWN, RESUMED, WITHDRAWN, Settle,
+    apply_transitions, settle_deadline_passed)
 from ansible_collections.xen.suspend.plugins.module_utils._suspend_method import (
     EVENT_CHANNEL, XENSTORE)
 from ansible_collections.xen.suspend.plugins.module_utils._protocol_requests import withdraw_suspend_request
@@ -72,6 +74,8 @@ def verdict(entry, info, now):
         return None, "suspended: domain_resumed resumes it"
     if info.shut_down or info.dying:
         return OTHER_SHUTDOWN, "the domain is %s, not suspended" % info.state
+    if entry.get("state") == STATE_RESUMING:
+        return RESUMED, "a stopped resume run of ours had resumed it"
     if entry.get("state") == STATE_SUSPENDED:
         return FOUND_RUNNING, "recorded suspended, but it runs again (resumed by someone else)"
     if settle_deadline_passed(entry, now):

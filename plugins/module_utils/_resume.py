@@ -23,10 +23,11 @@ from ansible_collections.xen.suspend.plugins.module_utils._errors import (
     DomainOperationError, LedgerError, TargetError, XenSuspendError, XenstoreError)
 from ansible_collections.xen.suspend.plugins.module_utils._phases import (
     LOCK, LOOKUP, RESUME, VERIFY, PhaseTimer)
-from ansible_collections.xen.suspend.plugins.module_utils._ledger import STATE_INTENT
+from ansible_collections.xen.suspend.plugins.module_utils._ledger import (
+    STATE_INTENT, STATE_RESUMING)
 from ansible_collections.xen.suspend.plugins.module_utils._ledger_transitions import (
-    DID_NOT_SUSPEND, FOUND_RUNNING, NOT_OURS, OTHER_SHUTDOWN, PRUNED, RESUMED, WITHDRAWN, Settle,
-    apply_transitions, settle_deadline_passed)
+    DID_NOT_SUSPEND, FOUND_RUNNING, NOT_OURS, OTHER_SHUTDOWN, PRUNED, RESUMED, WITHDRAWN,
+    MarkResuming, Settle, apply_transitions, settle_deadline_passed)
 from ansible_collections.xen.suspend.plugins.module_utils._suspend_method import XENSTORE
 from ansible_collections.xen.suspend.plugins.module_utils._run_report import RunReport
 from ansible_collections.xen.suspend.plugins.module_utils._targets import (
@@ -35,6 +36,11 @@ from ansible_collections.xen.suspend.plugins.module_utils._protocol_requests imp
 
 VERIFY_POLL = 0.005
 SETTLE_POLL = 0.05
+# Domains locked and looked at together before their "resuming" mark (one ledger write) and
+# their resumes; bounds the lock descriptors held at once.
+RESUME_BATCH = 64
+# What _start found a job needs next.
+NEXT_DONE, NEXT_RESUME, NEXT_WAIT = "done", "resume", "wait"
 # Long enough for a killed run's guests at the default options (their settle_by is at most
 # ack_timeout + timeout + a few seconds after the intent), so one resume settles them.
 DEFAULT_SETTLE_TIMEOUT = 150.0
@@ -244,12 +250,24 @@ class ResumeEngine(object):
             self.backends.locks.check_run_dir()
         waiting = []
         try:
-            for job in plan.jobs:
-                if self._check_stop(job):
-                    continue
-                if self._start(job):
-                    waiting.append(job)
-                self._note_failure(job)
+            for first in range(0, len(plan.jobs), RESUME_BATCH):
+                batch = plan.jobs[first:first + RESUME_BATCH]
+                to_resume = []
+                for job in batch:
+                    if self._check_stop(job):
+                        continue
+                    step = self._start(job)
+                    if step == NEXT_WAIT:
+                        waiting.append(job)
+                    elif step == NEXT_RESUME:
+                        to_resume.append(job)
+                    self._note_failure(job)
+                self._mark_resuming(to_resume)
+                for job in to_resume:
+                    if not self._check_stop(job):
+                        self._resume_guarded(job)
+                        self._note_failure(job)
+                    job.release()
             self._wait_for_settling(waiting)
         finally:
             for job in plan.jobs:
@@ -284,7 +302,8 @@ class ResumeEngine(object):
     # -- one domain ------------------------------------------------------------------------
 
     def _start(self, job):
-        """Lock, look, act. True when the job must wait for the guest to settle."""
+        """Lock, look, settle what needs no resume; NEXT_RESUME, NEXT_WAIT (the guest may still
+        suspend because of our request) or NEXT_DONE."""
         phase = LOOKUP
         try:
             job.phases.start(LOOKUP)
@@ -304,9 +323,9 @@ class ResumeEngine(object):
                 raise DomainOperationError("the domain is dying", kind="not_suspended")
             if not info.shut_down:
                 job.after = info.state
-                if job.entry is not None:
-                    return self._settle_running(job, info)
-                return False
+                if job.entry is not None and self._settle_running(job, info):
+                    return NEXT_WAIT
+                return NEXT_DONE
             if not info.suspended:
                 self._settle(job, OTHER_SHUTDOWN)
                 self._thaw_monitor(job)
@@ -318,16 +337,42 @@ class ResumeEngine(object):
                 job.after = STATE_RUNNING
                 job.changed = True
                 job.notes.append("check mode: would resume")
-                return False
-            phase = RESUME
-            self._resume(job)
+                return NEXT_DONE
+            return NEXT_RESUME
         except XenSuspendError as exc:
             exc.with_context(domain=job.label, phase=job.phases.current or phase)
             job.error = exc.to_dict()
             job.release()
         finally:
             job.phases.stop()
-        return False
+        return NEXT_DONE
+
+    def _mark_resuming(self, jobs):
+        """One durable write before the hypercalls: a run killed between a resume and its
+        final ledger write leaves "resuming", which the next run reads as ours-and-resumed."""
+        marks = [MarkResuming(job.uuid, job.entry.get("intent_id")) for job in jobs
+                 if job.entry is not None and job.entry.get("state") != STATE_RESUMING]
+        if not marks:
+            return
+        try:
+            apply_transitions(self.backends.ledger, marks)
+        except LedgerError as exc:
+            # Without the mark a kill could leave a stale entry: do not resume blind.
+            for job in jobs:
+                job.error = {"kind": "ledger_error", "phase": LOOKUP,
+                             "message": "domain %s, phase lookup: the ledger could not be written "
+                                        "before the resume, so it was not resumed: %s"
+                                        % (job.label, exc)}
+            del jobs[:]
+
+    def _resume_guarded(self, job):
+        try:
+            self._resume(job)
+        except XenSuspendError as exc:
+            exc.with_context(domain=job.label, phase=job.phases.current or RESUME)
+            job.error = exc.to_dict()
+        finally:
+            job.phases.stop()
 
     def _check_ours(self, job, info):
         """Resume only the suspend we made: a stopped run's intent whose request still stands
@@ -337,6 +382,7 @@ class ResumeEngine(object):
         if entry is None:
             return
         if entry.get("state") == STATE_INTENT and entry.get("method") == XENSTORE and not self.check_mode:
+            # (a "resuming" entry was seen suspended by a resume run of ours: it is ours)
             if withdraw_suspend_request(self.xs, job.record.domid):
                 self._settle(job, NOT_OURS)
                 job.notes.append("our request was still unanswered: withdrawn")
@@ -355,6 +401,11 @@ class ResumeEngine(object):
     def _settle_running(self, job, info):
         """The ledger says we meant to suspend this domain, but it runs."""
         entry = job.entry
+        if entry.get("state") == STATE_RESUMING:
+            self._settle(job, RESUMED)
+            job.notes.append("a stopped resume run had resumed it; its ledger entry is removed")
+            self._thaw_monitor(job)
+            return False
         if entry.get("state") != STATE_INTENT:
             self._settle(job, FOUND_RUNNING)
             job.notes.append("recorded suspended, but running (resumed by someone else); its "
@@ -435,6 +486,9 @@ class ResumeEngine(object):
                         "message": "domain %s, phase settle: the guest answered a suspend request "
                                    "of ours and may still suspend (%s); its ledger entry is kept: "
                                    "run domain_resumed again" % (job.label, why)}
+                    # Long after its answer it has most likely given up: its reboots and
+                    # poweroffs must be handled meanwhile, so xl's monitor runs again.
+                    self._thaw_monitor(job)
                     job.release()
                 return
             self.backends.wait([], SETTLE_POLL)
@@ -448,7 +502,10 @@ class ResumeEngine(object):
         job.after = info.state
         if info.suspended:
             job.notes.append("it suspended: resumed")
-            self._resume(job)
+            marked = [job]
+            self._mark_resuming(marked)
+            if marked:
+                self._resume(job)
             return False
         if info.shut_down or info.dying:
             self._settle(job, OTHER_SHUTDOWN)

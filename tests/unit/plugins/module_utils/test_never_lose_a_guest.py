@@ -314,3 +314,41 @@ def test_a_directory_at_the_ledger_path_or_a_file_as_its_directory_is_an_error(t
     (tmp_path / "plain").write_text("x")
     with pytest.raises(LedgerError):
         Ledger(str(tmp_path / "plain" / "ledger.json")).check_usable()
+
+
+# -- a resume killed between its hypercalls and its ledger write -------------------------------
+
+def test_a_resume_marks_resuming_before_its_hypercalls(tmp_path):
+    world = World()
+    guests = [world.add_domain(domid, "g%d" % domid) for domid in (3, 4, 5)]
+    backends = world.backends(tmp_path)
+    suspend(world, backends)
+    seen = []
+    real_resume = world.xenctrl.resume
+
+    def resume_watching_the_ledger(domid, fast):
+        seen.append((domid, [e["state"] for e in entries(tmp_path).values()]))
+        real_resume(domid, fast)
+
+    world.xenctrl.resume = resume_watching_the_ledger
+    writes = backends.ledger.writes
+    report = resume(world, backends)
+    assert sorted(report.resumed) == ["g3", "g4", "g5"]
+    assert all(states == ["resuming"] * 3 for _domid, states in seen), seen
+    assert backends.ledger.writes - writes == 2  # the mark, then the removal: not one per domain
+    assert entries(tmp_path) == {} and not any(g.suspended for g in guests)
+
+
+def test_what_a_killed_resume_leaves_is_settled_at_once(tmp_path):
+    world = World()
+    guest = world.add_domain(3, "web1")
+    backends = world.backends(tmp_path)
+    entry = make_entry(guest.uuid, 3, "web1", "xenstore", intent_id="dead-3",
+                       settle_by=backends.wall_clock() + 120)
+    entry["state"] = "resuming"  # the killed resume's mark; the guest runs again
+    backends.ledger.update(lambda e: e.update({guest.uuid: entry}))
+    report = resume(world, backends, settle_timeout=60.0)
+    result = result_of(report, "web1")
+    assert result["error"] is None and not result["changed"]
+    assert world.clock.now < 1001  # no waiting: "resuming" on a running domain is evidence
+    assert entries(tmp_path) == {}

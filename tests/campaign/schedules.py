@@ -1,0 +1,168 @@
+"""Schedules of the kill-anywhere campaign: everything about schedule K of seed S (fleet, module
+options, which runs are killed and when, as fractions of their typical duration) comes from
+``random.Random("S:K")``, so any schedule can be re-run alone from its seed and number.
+
+Guests get exact delays (jitter 0, drawn here), so the only randomness left at run time is the
+operating system's timing.
+"""
+
+import heapq
+import math
+import random
+
+# behaviour -> (weight, protocol, how its delays are drawn). Behaviours the simulator does not
+# have (yet) are left out at run time.
+GUEST_KINDS = {
+    "linux-pv": 3.0,
+    "linux-pvh": 0.7,
+    "hvm-pv": 0.7,
+    "xenlinux": 2.0,               # event channel
+    "hvm-nopv": 1.5,               # direct
+    "windows": 0.4,
+    "slow": 2.0,
+    "unresponsive": 0.4,
+    "ack-no-suspend": 0.4,
+    "late_suspender": 1.5,
+    "late_suspender_evtchn": 1.0,
+    "ack_if_still_suspend": 1.0,
+    "rereads_after_resume": 0.7,
+}
+
+KILL_PLANS = (
+    (("suspend",), 0.45),
+    (("resume",), 0.30),
+    (("suspend", "resume"), 0.25),
+)
+
+# Resume options that are the same everywhere (and in the budget for hangs).
+RESUME_TIMEOUT = 5.0
+XENSTORE_TIMEOUT = 2.0
+
+
+def _guest(rng, behaviour):
+    g = {"behaviour": behaviour, "quiesce_ms": int(rng.uniform(20, 400)), "params": {}}
+    if behaviour == "slow":
+        g["quiesce_ms"] = int(rng.uniform(100, 1500))
+        g["params"] = {"ack_delay_ms": int(rng.uniform(30, 900)), "ack_jitter_ms": 0}
+    elif behaviour in ("late_suspender", "late_suspender_evtchn"):
+        g["params"] = {"suspend_after_ms": int(rng.uniform(300, 2500)), "suspend_jitter_ms": 0}
+    elif behaviour == "ack_if_still_suspend":
+        g["params"] = {"ack_delay_ms": int(rng.uniform(100, 1500)), "ack_jitter_ms": 0}
+    elif behaviour == "ack-no-suspend":
+        g["quiesce_ms"] = int(rng.uniform(50, 600))
+    return g
+
+
+def make_schedule(seed, k, behaviours):
+    """Schedule ``k`` of ``seed``; ``behaviours``: what the simulator offers."""
+    rng = random.Random("%s:%s" % (seed, k))
+    kinds = sorted(b for b in GUEST_KINDS if b in behaviours)
+    weights = [GUEST_KINDS[b] for b in kinds]
+    n = rng.randint(3, 10)
+    fleet = [_guest(rng, b) for b in rng.choices(kinds, weights, k=n)]
+    suspend = {
+        "method": "auto",
+        "parallel": rng.choice([1, 2, 3, 4, 32, 32]),
+        "timeout": round(rng.choice([rng.uniform(0.3, 1.5), rng.uniform(1.5, 4.0)]), 2),
+        "ack_timeout": round(rng.uniform(0.3, 3.0), 2),
+        "continue_on_error": rng.random() < 0.6,
+    }
+    resume = {"timeout": RESUME_TIMEOUT, "continue_on_error": rng.random() < 0.8}
+    plans, plan_weights = zip(*KILL_PLANS)
+    kills = list(rng.choices(plans, plan_weights)[0])
+    # A kill lands uniformly over the part of the run where the module does something (85%),
+    # or during its start-up, before it has touched anything (15%); see kill_plan().
+    kill_u = [(rng.random() < 0.85, rng.random()) for _ in kills]
+    # Pause between a killed run and the next resume: none half the time (a resume that runs
+    # while guests are still going down), else up to 0.6 s.
+    gaps = [0.0 if rng.random() < 0.5 else round(rng.uniform(0, 0.6), 3) for _ in kills]
+    return {"seed": seed, "k": k, "fleet": fleet, "suspend": suspend, "resume": resume,
+            "kills": kills, "kill_u": kill_u, "gaps": gaps}
+
+
+def guest_seconds(g, opts):
+    """How long a suspend run spends on this guest (its slot), capped by the run's timeouts."""
+    b, p = g["behaviour"], g["params"]
+    q = g["quiesce_ms"] / 1000.0
+    ack_t, t = opts["ack_timeout"], opts["timeout"]
+    if b == "hvm-nopv":
+        return 0.0
+    if b == "unresponsive":
+        return ack_t
+    if b == "ack-no-suspend":
+        return t
+    ack = 0.0
+    if b in ("slow", "ack_if_still_suspend"):
+        ack = p.get("ack_delay_ms", 0) / 1000.0
+        if ack >= ack_t:
+            return ack_t
+    if b in ("late_suspender", "late_suspender_evtchn"):
+        q = p.get("suspend_after_ms", 1500) / 1000.0
+    return ack + min(q, t)
+
+
+def suspend_work_seconds(schedule):
+    """Estimated work time of an unkilled suspend run: guests admitted in order into
+    ``parallel`` slots (makespan of that list schedule), plus admission coalescing."""
+    opts = schedule["suspend"]
+    slots = [0.0] * min(opts["parallel"], len(schedule["fleet"]))
+    heapq.heapify(slots)
+    end = 0.0
+    for g in schedule["fleet"]:
+        start = heapq.heappop(slots)
+        finish = start + guest_seconds(g, opts)
+        end = max(end, finish)
+        heapq.heappush(slots, finish)
+    waves = math.ceil(len(schedule["fleet"]) / float(opts["parallel"]))
+    return end + 0.05 * waves
+
+
+def longest_going_down(schedule):
+    """Upper bound of how long a guest may take from a request to its suspend (acknowledge
+    delay + quiesce), whatever the module's timeouts: what a resume has to wait for."""
+    worst = 0.0
+    for g in schedule["fleet"]:
+        p = g["params"]
+        q = g["quiesce_ms"] / 1000.0
+        if g["behaviour"] in ("late_suspender", "late_suspender_evtchn"):
+            q = p.get("suspend_after_ms", 1500) / 1000.0
+        worst = max(worst, p.get("ack_delay_ms", 0) / 1000.0 + q)
+    return worst
+
+
+def settle_timeout(schedule):
+    """The resume's settle_timeout: long enough for every guest that answered to get down."""
+    return round(longest_going_down(schedule) + 0.5, 2)
+
+
+def kill_plan(u, startup, work):
+    """When to SIGKILL a run, from the schedule's (in_work, x): ("work", s) is s seconds after
+    the module connected to the hypervisor (before that it has touched nothing), uniform over
+    its typical work time; ("start", s) is s seconds after its start, during its start-up."""
+    in_work, x = u
+    if in_work:
+        return ("work", round(x * work, 4))
+    return ("start", round(x * startup, 4))
+
+
+def format_kill(kill):
+    return "%s%.4f" % (kill[0][0], kill[1])
+
+
+def parse_kill(text):
+    """"w0.05" (after connecting) or "s0.12" / "0.12" (after the start)."""
+    text = text.strip()
+    if text[:1] in ("w", "s"):
+        return ("work" if text[0] == "w" else "start", float(text[1:]))
+    return ("start", float(text))
+
+
+def describe(schedule):
+    lines = ["seed %s schedule %s: kills %s, gaps %s" % (
+        schedule["seed"], schedule["k"], "+".join(schedule["kills"]), schedule["gaps"])]
+    lines.append("  suspend options %s" % schedule["suspend"])
+    lines.append("  resume options %s" % schedule["resume"])
+    for i, g in enumerate(schedule["fleet"], 1):
+        lines.append("  guest %d: %s quiesce %dms %s" % (i, g["behaviour"], g["quiesce_ms"],
+                                                         g["params"] or ""))
+    return "\n".join(lines)
