@@ -335,7 +335,6 @@ class SuspendEngine(object):
             wakeup = min(wakeup, self._last_admission + ADMISSION_COALESCE)
         return wakeup
 
-
     def _admit(self, queue, slots, now):
         self._last_admission = now
         batch = []

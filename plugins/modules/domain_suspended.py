@@ -218,6 +218,7 @@ domains:
           C(xenstore_error), C(xenstore_timeout), C(ledger_error), C(suspended_by_other),
           C(interrupted), C(not_attempted) and others.
       type: dict
+      sample: {"kind": "not_acknowledged", "phase": "acknowledge", "message": "domain web1 (domid 5), phase acknowledge: ..."}
     request:
       description:
         - What the guest may have received - V(not_sent), V(sent), V(answered), V(withdrawn) or
@@ -225,7 +226,6 @@ domains:
           entry of a domain that did not end suspended.
       type: str
       sample: answered
-      sample: {"kind": "not_acknowledged", "phase": "acknowledge", "message": "domain web1 (domid 5), phase acknowledge: ..."}
     xenstore_round_trips:
       description: Xenstore requests sent for this domain.
       type: int

@@ -281,3 +281,45 @@ def test_a_signal_ends_the_suspend_cleanly(make_sim, signum):
     assert sorted(play["resume"]["resumed"]) == answered, show(play["resume"])
     assert suspended_names(sim) == [] and sim.ledger_entries() == {}
     assert heartbeats_advance(sim, answered + unanswered) == []
+
+
+# -- concurrency: runs on overlapping targets -------------------------------------------------
+
+def test_overlapping_runs_never_disturb_each_other(make_sim):
+    """Two suspends on overlapping targets, then two resumes at once: every guest is suspended
+    once and resumed once; the run that finds a domain busy (or already done) leaves it alone."""
+    sim, runner = make_sim({
+        "quiesce_ms": 300, "jitter_ms": 100, "heartbeat_ms": 100,
+        "guests": [
+            {"behaviour": "slow", "count": 6, "name": "slow",
+             "params": {"ack_delay_ms": 700, "ack_jitter_ms": 200}},
+            {"behaviour": "xenlinux", "count": 2, "name": "ev"},
+        ]})
+    everyone = sorted(guests(sim))
+    first = runner.start([{"xen.suspend.domain_suspended": {
+        "domains": ["*"], "continue_on_error": True}, "register": "suspend"}])
+    second = runner.start([{"xen.suspend.domain_suspended": {
+        "domains": ["slow-1", "slow-2", "slow-3", "ev-1"], "continue_on_error": True},
+        "register": "suspend"}])
+    results = [runner.wait(first)["suspend"], runner.wait(second)["suspend"]]
+    suspended_by = [name for result in results for name in result["suspended"]]
+    assert sorted(suspended_by) == everyone, show(results)  # each one exactly once
+    for result in results:
+        for item in result["domains"]:
+            if item["error"] is not None:
+                assert item["error"]["kind"] == "busy", show(item)
+    assert suspended_names(sim) == everyone
+    assert sorted(sim.ledger_names(state="suspended")) == everyone, show(sim.ledger_entries())
+
+    one = runner.start([{"xen.suspend.domain_resumed": {"continue_on_error": True},
+                         "register": "resume"}])
+    other = runner.start([{"xen.suspend.domain_resumed": {"continue_on_error": True},
+                           "register": "resume"}])
+    results = [runner.wait(one)["resume"], runner.wait(other)["resume"]]
+    resumed_by = [name for result in results for name in result["resumed"]]
+    assert sorted(resumed_by) == everyone, show(results)  # each one exactly once
+    for result in results:
+        for item in result["domains"]:
+            assert item["error"] is None or item["error"]["kind"] == "busy", show(item)
+    assert suspended_names(sim) == [] and sim.ledger_entries() == {}
+    assert heartbeats_advance(sim, everyone) == []
