@@ -19,6 +19,7 @@ import time
 
 from ansible_collections.xen.suspend.plugins.module_utils._domain_state import (
     STATE_GONE, STATE_RUNNING, reason_name)
+from ansible_collections.xen.suspend.plugins.module_utils._domain_poll import domain_infos
 from ansible_collections.xen.suspend.plugins.module_utils._errors import (
     DomainOperationError, LedgerError, TargetError, XenSuspendError, XenstoreError)
 from ansible_collections.xen.suspend.plugins.module_utils._phases import (
@@ -236,7 +237,7 @@ class ResumeEngine(object):
         self._stop_reason = None
 
     def _interrupted_by(self):
-        interruption = getattr(self.backends, "interruption", None)
+        interruption = self.backends.interruption
         return interruption.reason if interruption is not None else None
 
     def run(self, plan):
@@ -244,7 +245,7 @@ class ResumeEngine(object):
         wall_start = clock()
         cpu_start = self.backends.cpu_clock()
         xs_start = self.xs.round_trips
-        xc_start = getattr(self.xc, "calls", 0)
+        xc_start = self.xc.calls
         writes_start = self.backends.ledger.writes
         if not self.check_mode and any(job.record is not None for job in plan.jobs):
             self.backends.locks.check_run_dir()
@@ -279,7 +280,7 @@ class ResumeEngine(object):
             "wall_seconds": round(clock() - wall_start, 6),
             "cpu_seconds": round(self.backends.cpu_clock() - cpu_start, 6),
             "xenstore_round_trips": self.xs.round_trips - xs_start,
-            "xenctrl_calls": getattr(self.xc, "calls", 0) - xc_start,
+            "xenctrl_calls": self.xc.calls - xc_start,
             "ledger_writes": self.backends.ledger.writes - writes_start,
         }
         report = ResumeReport(plan.jobs, plan.vanished, plan.skipped, stats, self._errors)
@@ -520,13 +521,7 @@ class ResumeEngine(object):
         return True
 
     def _domain_infos(self, domids):
-        batch = getattr(self.xc, "domain_infos", None)
-        if batch is not None and len(domids) > 1:
-            try:
-                return batch(domids)
-            except XenSuspendError:
-                pass
-        return dict((domid, self.xc.domain_info(domid)) for domid in domids)
+        return domain_infos(self.xc, domids)
 
     def _settle(self, job, reason):
         if job.entry is not None:

@@ -56,6 +56,7 @@ from ansible_collections.xen.suspend.plugins.module_utils._suspend_job import (
     Request, Stage, SuspendJob)
 from ansible_collections.xen.suspend.plugins.module_utils._suspend_method import (
     AUTO, DIRECT, EVENT_CHANNEL, METHODS, XENSTORE, choose_method)
+from ansible_collections.xen.suspend.plugins.module_utils._domain_poll import batch_domain_infos
 from ansible_collections.xen.suspend.plugins.module_utils._protocol_requests import (
     earliest, protocol_requests)
 
@@ -134,8 +135,8 @@ class SuspendEngine(object):
         wall_start = clock()
         cpu_start = self.backends.cpu_clock()
         xs_start = self.xs.round_trips
-        reconnects_start = getattr(self.xs, "reconnects", 0)
-        xc_start = getattr(self.xc, "calls", 0)
+        reconnects_start = self.xs.reconnects
+        xc_start = self.xc.calls
         writes_start = self.backends.ledger.writes
 
         entries = self.backends.ledger.read()  # a damaged ledger stops us before anything
@@ -170,8 +171,8 @@ class SuspendEngine(object):
             "wall_seconds": round(clock() - wall_start, 6),
             "cpu_seconds": round(self.backends.cpu_clock() - cpu_start, 6),
             "xenstore_round_trips": self.xs.round_trips - xs_start,
-            "xenstore_reconnects": getattr(self.xs, "reconnects", 0) - reconnects_start,
-            "xenctrl_calls": getattr(self.xc, "calls", 0) - xc_start,
+            "xenstore_reconnects": self.xs.reconnects - reconnects_start,
+            "xenctrl_calls": self.xc.calls - xc_start,
             "ledger_writes": self.backends.ledger.writes - writes_start,
         }
         report = SuspendReport(jobs, stats, self._errors, skipped)
@@ -179,7 +180,7 @@ class SuspendEngine(object):
         return report
 
     def _interrupted_by(self):
-        interruption = getattr(self.backends, "interruption", None)
+        interruption = self.backends.interruption
         return interruption.reason if interruption is not None else None
 
     # == lookup ===============================================================================
@@ -549,15 +550,7 @@ class SuspendEngine(object):
                 self.fail(job, exc, job.phases.current)
 
     def _domain_infos(self, domids):
-        """{domid: info} in as few hypercalls as the backend allows; None if the batch failed
-        (the caller then asks per domain, so that an error names its domain)."""
-        batch = getattr(self.xc, "domain_infos", None)
-        if batch is None or len(domids) == 1:
-            return None
-        try:
-            return batch(domids)
-        except XenSuspendError:
-            return None
+        return batch_domain_infos(self.xc, domids)
 
     def _judge(self, job, info):
         """Act on fresh domain info; True once the job is finished either way."""

@@ -433,6 +433,7 @@ class FakeXenstore(object):
         self.watches = set()
         self.queue = []
         self.round_trips = 0
+        self.reconnects = 0  # as XenstoreClient: restarts of xenstored survived
         self.ops = []
         self.fail = {}
         self.fail_paths = {}

@@ -45,6 +45,9 @@ class RealTimeXenCtrl(object):
                 return None
             return DomainInfo(domid, self.flags[domid], self.uuid(domid))
 
+    def domain_infos(self, domids):
+        return dict((domid, self.domain_info(domid)) for domid in domids)
+
     def list_domains(self):
         return [self.domain_info(domid) for domid in sorted(self.flags)]
 
