@@ -135,18 +135,16 @@ class Ledger(object):
     def _parse(self, data):
         if not data:
             raise LedgerError(
-                "the ledger %s is empty (truncated?); it is not replaced automatically: restore "
-                "it from a backup, or move it away once you know which guests are suspended"
-                % self.path)
+                "the ledger %s is empty (truncated?); it is not replaced automatically. %s"
+                % (self.path, self.recovery_hint()))
         if len(data) > MAX_LEDGER_BYTES:
             raise LedgerError("the ledger %s is larger than %d bytes" % (self.path, MAX_LEDGER_BYTES))
         try:
             document = json.loads(data.decode("utf-8"))
         except (ValueError, UnicodeDecodeError) as exc:
             raise LedgerError(
-                "the ledger %s is corrupt or truncated (%s); it is not replaced automatically: "
-                "restore it from a backup, or move it away once you know which guests are "
-                "suspended" % (self.path, exc))
+                "the ledger %s is corrupt or truncated (%s); it is not replaced automatically. %s"
+                % (self.path, exc, self.recovery_hint()))
         if not isinstance(document, dict) or document.get("format") != LEDGER_FORMAT:
             raise LedgerError("%s is not a xen.suspend ledger" % self.path)
         version = document.get("version")
@@ -161,6 +159,12 @@ class Ledger(object):
                     or not isinstance(entry.get("domid"), int)):
                 raise LedgerError("the ledger %s has a malformed entry %r" % (self.path, key[:64]))
         return entries
+
+    def recovery_hint(self):
+        return ("To recover: xen.suspend.domain_info still lists every domain and which are "
+                "suspended; the previous ledger is kept as %s.bak (copy it back if it is good); "
+                "otherwise move the damaged file aside and resume your suspended guests by name "
+                "with domain_resumed force_unrecorded=true" % self.path)
 
     # -- writing -------------------------------------------------------------------------------
 
@@ -238,6 +242,7 @@ class Ledger(object):
                 raise LedgerError("cannot write the ledger %s: %s" % (self.path, exc))
             raise
         os.close(fd)
+        self._keep_backup()
         try:
             os.rename(temp_path, self.path)
         except OSError as exc:
@@ -245,6 +250,19 @@ class Ledger(object):
             raise LedgerError("cannot replace the ledger %s: %s" % (self.path, exc))
         self._fsync_directory()
         self.writes += 1
+
+    def _keep_backup(self):
+        """The ledger being replaced stays as ``<ledger>.bak``: a hard link (no copy, no fsync),
+        renamed over the previous backup so that it too is replaced atomically."""
+        if not os.path.exists(self.path):
+            return
+        link = "%s.bak.%d" % (self.path, os.getpid())
+        try:
+            _unlink_quietly(link)
+            os.link(self.path, link)
+            os.rename(link, self.path + ".bak")
+        except OSError:  # a file system without hard links: no backup, the write goes on
+            _unlink_quietly(link)
 
     def _fsync_directory(self):
         try:

@@ -193,9 +193,12 @@ class ResumeReport(RunReport):
     def withdrawn(self):
         return self.names(lambda job: job.withdrawn)
 
+    pruned = False
+
     @property
     def changed(self):
-        return RunReport.changed.fget(self) or bool(self.recovery and self.recovery.changed)
+        return (RunReport.changed.fget(self) or bool(self.recovery and self.recovery.changed)
+                or self.pruned)
 
     def module_result(self, diff=False):
         result = RunReport.module_result(self, diff)
@@ -285,6 +288,8 @@ class ResumeEngine(object):
         }
         report = ResumeReport(plan.jobs, plan.vanished, plan.skipped, stats, self._errors)
         report.interrupted = self._interrupted_by()
+        # removing the entries of vanished guests is a change (that check mode would make)
+        report.pruned = bool(self.prune_vanished and plan.vanished)
         return report
 
     def _check_stop(self, job):

@@ -109,10 +109,11 @@ class Selection(object):
     """``targets`` in request order; ``skipped`` are pattern matches left alone, with why;
     ``unmatched`` are explicit selectors with no current domain (only when allowed)."""
 
-    def __init__(self, targets, skipped, unmatched):
+    def __init__(self, targets, skipped, unmatched, warnings=None):
         self.targets = targets
         self.skipped = skipped
         self.unmatched = unmatched
+        self.warnings = warnings if warnings is not None else []
 
 
 def refusal(record, protected):
@@ -172,7 +173,30 @@ def select_targets(records, selectors, exclude=(), protected=(), allow_unmatched
             seen.add(record.domid)
             chosen.append(record)
 
+    warnings = []
+    if not read_only and not allow_unmatched:
+        warnings = _check_safety_options(by_domid, exclude, protected, problems)
+        if selectors and not chosen and not problems:
+            warnings.append("the domains selected nothing to act on (%s)"
+                            % ", ".join(repr(selector.text) for selector in selectors))
     if problems:
         raise TargetError("invalid targets, nothing was touched: " + "; ".join(problems))
     skipped = [item for item in skipped if item["domid"] not in seen]
-    return Selection(chosen, skipped, unmatched)
+    return Selection(chosen, skipped, unmatched, warnings)
+
+
+def _check_safety_options(records, exclude, protected, problems):
+    """``exclude`` and ``protected`` exist to keep domains safe: an explicit one that matches
+    no domain is a typo that would let the domain it meant be touched (an error); a pattern
+    that matches nothing may be a typo too (a warning)."""
+    warnings = []
+    for option, selectors in (("protected", protected), ("exclude", exclude)):
+        for selector in selectors:
+            if any(selector.matches(record) for record in records):
+                continue
+            if selector.explicit:
+                problems.append("%s %s %r matches no domain (a typo would leave the domain it "
+                                "means unprotected)" % (option, selector.kind, selector.text))
+            else:
+                warnings.append("%s pattern %r matches no domain" % (option, selector.text))
+    return warnings

@@ -157,6 +157,12 @@ vanished:
   returned: always
   type: list
   elements: dict
+ledger_error:
+  description:
+    - Why the ledger could not be read (V(null) when it could). The domains are still listed, so
+      the state of every guest can be seen before the ledger is repaired.
+  returned: always
+  type: str
 recovery:
   description:
     - What the next M(xen.suspend.domain_suspended) or M(xen.suspend.domain_resumed) run would
@@ -174,6 +180,7 @@ xen_version:
 '''
 
 from ansible_collections.xen.suspend.plugins.module_utils._domain_description import describe_domain
+from ansible_collections.xen.suspend.plugins.module_utils._errors import LedgerError
 from ansible_collections.xen.suspend.plugins.module_utils._module_base import XenSuspendModule
 from ansible_collections.xen.suspend.plugins.module_utils._recovery import recover
 from ansible_collections.xen.suspend.plugins.module_utils._targets import select_targets
@@ -198,8 +205,20 @@ class DomainInfoModule(XenSuspendModule):
         self.protected = self.selectors("protected")
 
     def execute(self, backends):
-        entries = backends.ledger.read()
+        ledger_error = None
+        try:
+            entries = backends.ledger.read()
+        except LedgerError as exc:
+            # A report is most needed exactly then: list the domains anyway.
+            ledger_error = str(exc)
+            self.warn(ledger_error)
+            entries = {}
         records = self.inventory(backends, [], all_names=True)
+        unknown = [record.label for record in records
+                   if record.info.suspended and record.uuid not in entries]
+        if unknown and ledger_error is None:
+            self.warn("suspended but not recorded in the ledger (not resumed by default): %s"
+                      % ", ".join(unknown))
         if self.targets:
             # Selection here may name dom0 or protected domains: it only reads.
             selection = select_targets(records, self.targets, self.exclude, read_only=True)
@@ -219,6 +238,7 @@ class DomainInfoModule(XenSuspendModule):
             domains=domains,
             vanished=vanished,
             recovery=pending.as_dict(),
+            ledger_error=ledger_error,
             xen_version="%d.%d" % tuple(version) if version else None,
         ), None
 

@@ -248,6 +248,19 @@ def argument_spec():
 
 class DomainResumedModule(XenSuspendModule):
 
+    def warn_unrecorded(self, records, entries, plan):
+        """Suspended domains the ledger does not know are never resumed by default: say so, by
+        name, so a missing or replaced ledger never looks like a green "0 resumed"."""
+        targeted = set(job.uuid for job in plan.jobs)
+        unknown = [record for record in records
+                   if record.info.suspended and record.uuid not in entries and record.uuid not in targeted]
+        if unknown:
+            self.warn("%d suspended domain(s) are not recorded in the ledger %s and were left alone "
+                      "(suspended by another tool, or the ledger was lost): %s; resume them by "
+                      "name with force_unrecorded=true if they are yours"
+                      % (len(unknown), self.params["ledger"],
+                         ", ".join(record.label for record in unknown)))
+
     def __init__(self):
         super(DomainResumedModule, self).__init__(argument_spec())
 
@@ -273,6 +286,11 @@ class DomainResumedModule(XenSuspendModule):
                            force_unrecorded=params["force_unrecorded"], clock=backends.clock)
         # What the plan does not resume is settled by recovery (a stopped run's leftovers).
         recovery = self.recover(backends, skip=set(job.uuid for job in plan.jobs))
+        self.warn_unrecorded(records, entries, plan)
+        for item in plan.vanished:
+            self.warn("%s (uuid %s) was recorded as suspended in the ledger but no longer exists: "
+                      "it was destroyed while suspended (prune_vanished removes its entry)"
+                      % (item.get("name"), item["uuid"]))
         report = engine.run(plan)
         report.recovery = recovery
         return self.report(report, "resumed", recovery)

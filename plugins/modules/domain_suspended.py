@@ -340,10 +340,13 @@ class DomainSuspendedModule(XenSuspendModule):
             backends, method=params["method"], ack_timeout=params["ack_timeout"],
             timeout=params["timeout"], parallel=params["parallel"],
             continue_on_error=params["continue_on_error"], check_mode=self.check_mode)
-        backends.ledger.check_usable(write=not self.check_mode)
-        recovery = self.recover(backends)
         records = self.inventory(backends, [selectors, exclude, protected])
         selection = select_targets(records, selectors, exclude, protected)
+        # Every check before anything is touched: targets above, then the ledger.
+        backends.ledger.check_usable(write=not self.check_mode)
+        for message in selection.warnings:
+            self.warn(message)
+        recovery = self.recover(backends)
         self.fill_names(backends, selection.targets)
         report = engine.run(selection.targets, selection.skipped)
         return self.report(report, "suspended", recovery)

@@ -115,7 +115,7 @@ def test_ledger_is_private_and_matches_the_results(make_sim):
         assert entry["resume_fast"] is (domain["method"] != "direct")
     # no temporary files left next to it
     leftovers = [f for f in os.listdir(os.path.dirname(sim.ledger))
-                 if f not in ("ledger.json", "ledger.json.lock")]
+                 if f not in ("ledger.json", "ledger.json.lock", "ledger.json.bak")]
     assert leftovers == []
     resume_everything_recorded(sim, runner)
 

@@ -73,7 +73,9 @@ def test_fleet_suspend_mixed_fleet_and_resume_from_another_run(make_dom0, contro
     inventory = controller.inventory([dom0], extra_host_vars={"dom0-mixed": {
         "fleet_suspend_controller_uuid_file": uuid_file,
         # AWX surveys hand lists over as text: a comma-separated string must work.
-        "fleet_suspend_protected": "monitor, no-such-guest",
+        # (a pattern that matches nothing only warns; an explicit name that matches nothing is
+        # refused: a typo in protected must not leave the guest it meant unprotected)
+        "fleet_suspend_protected": "monitor, no-such-guest-*",
         "fleet_suspend_exclude": "scratch-*",
     }})
     before = dom0.domains()

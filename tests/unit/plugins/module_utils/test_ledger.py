@@ -80,6 +80,9 @@ def test_update_replaces_atomically_with_fsync(tmp_path, monkeypatch):
         return real_fsync(fd)
 
     def rename(src, dst):
+        if dst == ledger.path + ".bak":  # the previous ledger kept as a backup
+            assert json.load(open(src))["entries"].keys() == {UUID_A}
+            return real_rename(src, dst)
         renamed.append((os.path.dirname(src), dst))
         # the complete new document is already on disk under the temporary name
         assert json.load(open(src))["entries"][UUID_B]["name"] == "db1"
@@ -91,6 +94,8 @@ def test_update_replaces_atomically_with_fsync(tmp_path, monkeypatch):
     ledger.update(add(UUID_B, name="db1"))
     assert synced == [False, True]  # the file, then its directory
     assert renamed == [(str(tmp_path), ledger.path)]
+    backup = json.load(open(ledger.path + ".bak"))["entries"]
+    assert backup.keys() == {UUID_A}  # the ledger before this write
 
 
 def test_failed_write_keeps_old_ledger_and_leaves_no_temp(tmp_path, monkeypatch):

@@ -119,3 +119,24 @@ def test_needs_names():
     assert not needs_names([parse_selectors(["3", "00000003-0000-4000-8000-000000000003"])])
     assert needs_names([parse_selectors(["3"]), parse_selectors(["web*"])])
     assert needs_names([parse_selectors(["web1"])])
+
+
+# -- issue 11, item 1: the options that keep domains safe are checked ---------------------------
+
+def test_an_explicit_protected_name_that_matches_nothing_is_an_error(records):
+    with pytest.raises(TargetError) as caught:
+        select_targets(records, parse_selectors(["*"]), protected=parse_selectors(["dns"]))
+    assert "protected name 'dns' matches no domain" in str(caught.value)
+    with pytest.raises(TargetError, match="exclude domid '42' matches no domain"):
+        select_targets(records, parse_selectors(["*"]), exclude=parse_selectors(["42"]))
+
+
+def test_safety_patterns_that_match_nothing_and_an_empty_selection_warn(records):
+    selection = select_targets(records, parse_selectors(["web*"]),
+                               exclude=parse_selectors(["backup-*"]),
+                               protected=parse_selectors(["fw-*"]))
+    assert names(selection) == ["web1", "web2"]
+    assert selection.warnings == ["protected pattern 'fw-*' matches no domain",
+                                  "exclude pattern 'backup-*' matches no domain"]
+    empty = select_targets(records, parse_selectors(["mail-*"]))
+    assert empty.targets == [] and "selected nothing" in empty.warnings[0]

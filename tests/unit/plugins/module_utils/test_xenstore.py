@@ -618,7 +618,8 @@ def test_requests_fail_fast_when_xenstored_does_not_come_back(socket_dir):
         _hang_up(server)
         server.close()
         os.unlink(path)
-        # whether or not the client noticed the hang-up yet, the next request finds it
+        _wait_until(lambda: not xs.connected, timeout=30.0,
+                    what="the client to see the connection go")
         start = time.monotonic()
         with pytest.raises(XenstoreUnavailable) as caught:
             xs.read(b"/local/domain/3/name")

@@ -3,6 +3,8 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
 
+import json
+
 from ansible_collections.xen.suspend.plugins.modules import (
     domain_info, domain_resumed, domain_suspended)
 
@@ -98,3 +100,65 @@ def test_info_filters_and_lists_vanished(tmp_path, monkeypatch, capsys):
                      world.backends(tmp_path), monkeypatch, capsys)
     assert [d["name"] for d in run.result["domains"]] == ["web1", "Domain-0"]
     assert [v["name"] for v in run.result["vanished"]] == ["gone"]
+
+
+# -- issue 11: honest results ----------------------------------------------------------------
+
+def test_resume_with_no_ledger_names_the_suspended_domains_it_leaves(tmp_path, monkeypatch, capsys):
+    world = World()
+    guest = world.add_domain(3, "orphan")
+    guest.shutdown_code = 2  # suspended, and the ledger file is missing
+    run = run_module(domain_resumed.main, args(tmp_path), world.backends(tmp_path),
+                     monkeypatch, capsys)
+    assert not run.failed and run.result["resumed"] == []
+    warnings = json.dumps(run.result.get("warnings", []))
+    assert "not recorded in the ledger" in warnings and "orphan (domid 3)" in warnings
+
+
+def test_a_vanished_guest_is_a_warning_and_pruning_it_is_a_change(tmp_path, monkeypatch, capsys):
+    world = World()
+    guest = world.add_domain(3, "gone")
+    run_module(domain_suspended.main, args(tmp_path, domains=["gone"]), world.backends(tmp_path),
+               monkeypatch, capsys)
+    guest.destroyed = True
+    run = run_module(domain_resumed.main, args(tmp_path), world.backends(tmp_path),
+                     monkeypatch, capsys)
+    assert "no longer exists" in json.dumps(run.result.get("warnings", []))
+    assert run.result["changed"] is False
+    for check in (True, False):
+        run = run_module(domain_resumed.main, args(tmp_path, prune_vanished=True,
+                                                   _ansible_check_mode=check),
+                         world.backends(tmp_path), monkeypatch, capsys)
+        assert run.result["changed"] is True, (check, run.result)
+
+
+def test_info_lists_the_domains_when_the_ledger_is_corrupt(tmp_path, monkeypatch, capsys):
+    world = World()
+    world.add_domain(3, "web1").shutdown_code = 2
+    ledger = tmp_path / "ledger" / "ledger.json"
+    ledger.parent.mkdir()
+    ledger.write_text('{"format": "xen.suspend.ledger", "entr')
+    run = run_module(domain_info.main, args(tmp_path), world.backends(tmp_path),
+                     monkeypatch, capsys)
+    assert not run.failed
+    assert "corrupt" in run.result["ledger_error"] and "domain_info" in run.result["ledger_error"]
+    assert [d["name"] for d in run.result["domains"]] == ["Domain-0", "web1"]
+
+
+def test_suspend_refuses_a_protected_typo_before_anything(tmp_path, monkeypatch, capsys):
+    world = World()
+    firewall = world.add_domain(3, "firewall")
+    run = run_module(domain_suspended.main, args(tmp_path, domains=["*"], protected=["firewal"]),
+                     world.backends(tmp_path), monkeypatch, capsys)
+    assert run.failed and "protected name 'firewal' matches no domain" in run.result["msg"]
+    assert not firewall.suspended and firewall.requests == 0
+
+
+def test_an_unusable_ledger_stops_suspend_before_any_guest(tmp_path, monkeypatch, capsys):
+    world = World()
+    guest = world.add_domain(3, "web1")
+    (tmp_path / "ledger").write_text("a file where the ledger's directory should be")
+    run = run_module(domain_suspended.main, args(tmp_path, domains=["*"], continue_on_error=True),
+                     world.backends(tmp_path), monkeypatch, capsys)
+    assert run.failed and run.result["error"]["kind"] == "ledger_error", run.result
+    assert guest.requests == 0 and not guest.suspended
