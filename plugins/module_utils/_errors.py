@@ -139,6 +139,12 @@ class TargetError(XenSuspendError):
     kind = "invalid_target"
 
 
+class OptionError(TargetError):
+    """A bad option value (a TargetError too, so existing handlers keep working)."""
+
+    kind = "invalid_option"
+
+
 class DomainBusy(XenSuspendError):
     """Another process holds the domain's suspend lock (xl save / migrate, or us)."""
 

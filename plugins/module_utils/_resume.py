@@ -21,7 +21,7 @@ from ansible_collections.xen.suspend.plugins.module_utils._domain_state import (
     STATE_GONE, STATE_RUNNING, reason_name)
 from ansible_collections.xen.suspend.plugins.module_utils._domain_poll import domain_infos
 from ansible_collections.xen.suspend.plugins.module_utils._errors import (
-    DomainOperationError, LedgerError, TargetError, XenSuspendError, XenstoreError)
+    DomainOperationError, LedgerError, OptionError, TargetError, XenSuspendError, XenstoreError)
 from ansible_collections.xen.suspend.plugins.module_utils._phases import (
     LOCK, LOOKUP, RESUME, VERIFY, PhaseTimer)
 from ansible_collections.xen.suspend.plugins.module_utils._ledger import (
@@ -223,7 +223,7 @@ class ResumeEngine(object):
                  force_unrecorded=False):
         for name, value in (("timeout", timeout), ("settle_timeout", settle_timeout)):
             if value is None or not value >= 0 or (name == "timeout" and not value > 0):  # pylint: disable=unnecessary-negation  # also rejects NaN
-                raise TargetError("invalid options, nothing was touched: %s must be > 0, not %r"
+                raise OptionError("invalid options, nothing was touched: %s must be > 0, not %r"
                                   % (name, value))
         self.backends = backends
         self.xc = backends.xenctrl

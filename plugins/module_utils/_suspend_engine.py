@@ -41,7 +41,7 @@ import os
 from ansible_collections.xen.suspend.plugins.module_utils._domain_state import (
     STATE_GONE, STATE_SUSPENDED, reason_name)
 from ansible_collections.xen.suspend.plugins.module_utils._errors import (
-    DomainOperationError, LedgerError, TargetError, XenSuspendError)
+    DomainOperationError, LedgerError, OptionError, XenSuspendError)
 from ansible_collections.xen.suspend.plugins.module_utils._inventory import (
     domain_type, hvm_params, prefetch_event_channels, suspend_event_channel)
 from ansible_collections.xen.suspend.plugins.module_utils._ledger import (
@@ -83,7 +83,7 @@ class SuspendReport(RunReport):
 
 
 def validate_options(method=AUTO, ack_timeout=60.0, timeout=60.0, parallel=32, poll_interval=0.1):
-    """Raise TargetError naming every bad option."""
+    """Raise OptionError naming every bad option."""
     problems = []
     if method not in METHODS:
         problems.append("method must be one of %s, not %r" % (", ".join(METHODS), method))
@@ -94,7 +94,7 @@ def validate_options(method=AUTO, ack_timeout=60.0, timeout=60.0, parallel=32, p
     if parallel is None or int(parallel) < 1:
         problems.append("parallel must be >= 1, not %r" % (parallel,))
     if problems:
-        raise TargetError("invalid options, nothing was touched: " + "; ".join(problems))
+        raise OptionError("invalid options, nothing was touched: " + "; ".join(problems))
 
 
 class SuspendEngine(object):

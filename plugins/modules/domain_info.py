@@ -35,13 +35,7 @@ options:
 extends_documentation_fragment:
   - xen.suspend.common
   - xen.suspend.common.actiongroup
-attributes:
-  check_mode:
-    description: The module changes nothing, so it runs the same in check mode.
-    support: full
-  diff_mode:
-    description: Nothing changes, so there is no diff.
-    support: N/A
+  - xen.suspend.attributes.info_module
 seealso:
   - module: xen.suspend.domain_suspended
   - module: xen.suspend.domain_resumed
@@ -85,7 +79,7 @@ domains:
       type: str
       sample: pv
     state:
-      description: One of C(running), C(blocked), C(paused), C(suspended), C(shutdown(<reason>)), C(dying).
+      description: One of V(running), V(blocked), V(paused), V(suspended), V(shutdown(<reason>\)), V(dying).
       type: str
       sample: blocked
     shutdown_reason:

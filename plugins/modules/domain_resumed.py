@@ -13,7 +13,7 @@ description:
     M(xen.suspend.domain_suspended).
   - By default it resumes exactly the domains recorded in the O(ledger), matched by UUID, so a
     domain restored under a new domid is still found.
-  - Only a domain that really is in the hypervisor's C(shutdown(suspend)) state is resumed. The
+  - Only a domain that the hypervisor really holds shut down with reason C(suspend) is resumed. The
     module calls C(xc_domain_resume) (a cooperative "suspend cancelled" resume, as C(xl) does,
     except for guests suspended with the C(direct) method), then C(XS_RESUME) so that xenstored
     reports the domain's later shutdowns again. It then checks that the domain runs, and removes its
@@ -98,13 +98,16 @@ options:
 extends_documentation_fragment:
   - xen.suspend.common
   - xen.suspend.common.actiongroup
+  - xen.suspend.attributes
 attributes:
   check_mode:
-    description: Reports which domains would be resumed without touching any domain or the ledger.
     support: full
+    details:
+      - Reports which domains would be resumed without touching any domain or the ledger.
   diff_mode:
-    description: Shows each domain's state before and after.
     support: full
+    details:
+      - Shows each domain's state before and after.
 seealso:
   - module: xen.suspend.domain_suspended
   - module: xen.suspend.domain_info
@@ -227,7 +230,7 @@ stats:
   type: dict
 '''
 
-from ansible_collections.xen.suspend.plugins.module_utils._errors import TargetError
+from ansible_collections.xen.suspend.plugins.module_utils._errors import OptionError
 from ansible_collections.xen.suspend.plugins.module_utils._module_base import XenSuspendModule
 from ansible_collections.xen.suspend.plugins.module_utils._resume import (
     DEFAULT_SETTLE_TIMEOUT, ResumeEngine, plan_resume)
@@ -267,7 +270,7 @@ class DomainResumedModule(XenSuspendModule):
     def prepare(self):
         timeout = self.params["timeout"]
         if timeout is None or not timeout > 0:
-            raise TargetError("invalid options, nothing was touched: timeout must be > 0, not %r" % (timeout,))
+            raise OptionError("invalid options, nothing was touched: timeout must be > 0, not %r" % (timeout,))
         self.targets = self.selectors("domains")
         self.exclude = self.selectors("exclude")
         self.protected = self.selectors("protected")

@@ -9,8 +9,8 @@ module: domain_suspended
 short_description: Suspend Xen guests from the dom0, many at once
 version_added: 0.1.0
 description:
-  - Suspends Xen domains on the dom0 the task runs on, leaving each one in the hypervisor's
-    C(shutdown(suspend)) state with its memory in place, ready for M(xen.suspend.domain_resumed).
+  - Suspends Xen domains on the dom0 the task runs on, leaving each one shut down with reason
+    C(suspend) in the hypervisor, its memory in place, ready for M(xen.suspend.domain_resumed).
   - Uses the same protocols as libxl (C(xl save)) and chooses between them the same way with
     O(method=auto) - the suspend event channel when the guest advertises one, the PV control node
     C(~/control/shutdown) otherwise, and a direct hypervisor shutdown for HVM guests without PV drivers.
@@ -92,9 +92,9 @@ options:
       - How many domains may be in the middle of a suspend at the same time.
       - A suspend in place copies no guest memory, so it costs the dom0 little per guest; with
         O(parallel) at least the number of targets the whole fleet is asked at once and the run
-        takes about as long as its slowest guest (500 simulated guests in about half a second,
-        see C(make bench)). The default bounds how many guests are already suspending when the
-        first failure stops the run (O(continue_on_error=false)).
+        takes about as long as its slowest guest (500 simulated guests in about half a second in
+        the benchmark of the collection's source repository). The default bounds how many guests
+        are already suspending when the first failure stops the run (O(continue_on_error=false)).
     type: int
     default: 32
   continue_on_error:
@@ -103,20 +103,24 @@ options:
         already under way are finished, and the task fails.
       - When V(true), every domain is attempted. Failures are reported in RV(failed_domains) and RV(domains),
         and the task does not fail.
-      - Either way, a target refused by validation (unknown, dom0, protected, bad option) fails the
-        task before anything is touched.
+      - Either way, a target refused by validation (unknown, dom0, protected; error kind
+        C(invalid_target)) or a bad option value (error kind C(invalid_option)) fails the task before
+        anything is touched.
     type: bool
     default: false
 extends_documentation_fragment:
   - xen.suspend.common
   - xen.suspend.common.actiongroup
+  - xen.suspend.attributes
 attributes:
   check_mode:
-    description: Reports which domains would be suspended, and with which method, without touching any.
     support: full
+    details:
+      - Reports which domains would be suspended, and with which method, without touching any.
   diff_mode:
-    description: Shows each domain's state before and after.
     support: full
+    details:
+      - Shows each domain's state before and after.
 notes:
   - An HVM guest's device model (QEMU) is not stopped. Suspending here is meant for maintenance
     with an in-place resume, not for saving the guest to disk.
@@ -190,7 +194,7 @@ domains:
     before:
       description:
         - State before the task.
-        - One of C(running), C(blocked), C(paused), C(suspended), C(shutdown(<reason>)), C(dying).
+        - One of V(running), V(blocked), V(paused), V(suspended), V(shutdown(<reason>\)), V(dying).
       type: str
       sample: blocked
     after:

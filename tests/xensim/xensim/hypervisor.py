@@ -1,7 +1,6 @@
 """Hypervisor model: domains, shutdown/resume, pause, HVM params, event channels.
 
-Semantics follow xen/common/{domain,domctl,event_channel}.c @ 4.17 as
-summarised in the reference (section 1.2):
+Semantics follow xen/common/{domain,domctl,event_channel}.c @ 4.17:
 
 * ``domain_shutdown``: the first shutdown code wins; the domain is marked
   shutting down, every vCPU pauses (instantly here) and the shutdown is

@@ -1,7 +1,6 @@
 """Constants and binary layouts from Xen's public headers (Xen 4.17, x86_64).
 
-Sources: xen/include/public/{sched.h,domctl.h,hvm/params.h,version.h,xen.h},
-summarised in the project's xen-suspend-protocol reference, sections 1 and 4.
+Sources: xen/include/public/{sched.h,domctl.h,hvm/params.h,version.h,xen.h}.
 """
 
 import struct

@@ -42,4 +42,3 @@ def test_anything_else_is_an_error(value):
 
 def test_registered_under_its_name():
     assert FilterModule().filters() == {"split_list": split_list}
-

@@ -9,6 +9,7 @@ import os
 import pytest
 import yaml
 
+from ansible_collections.xen.suspend.plugins.doc_fragments.attributes import ModuleDocFragment as AttributesFragment
 from ansible_collections.xen.suspend.plugins.doc_fragments.common import ModuleDocFragment
 from ansible_collections.xen.suspend.plugins.module_utils._argument_spec import common_argument_spec
 from ansible_collections.xen.suspend.plugins.modules import (
@@ -41,14 +42,18 @@ def test_module_docs_match_argument_spec(module):
     name = module.__name__.rsplit(".", 1)[-1]
     assert doc["module"] == name
     assert not doc["short_description"].endswith(".")
-    assert doc["extends_documentation_fragment"] == ["xen.suspend.common", "xen.suspend.common.actiongroup"]
+    assert doc["extends_documentation_fragment"][:2] == ["xen.suspend.common", "xen.suspend.common.actiongroup"]
+    assert doc["extends_documentation_fragment"][2:] in (["xen.suspend.attributes"], ["xen.suspend.attributes.info_module"])
     spec = module.argument_spec()
     assert set(doc["options"]) == set(spec)
     assert not set(spec) & set(common_argument_spec())
     for option in spec:
         same_option(doc["options"][option], spec[option], option)
-    assert doc["attributes"]["check_mode"]["support"] == "full"
-    assert doc["attributes"]["diff_mode"]["support"] in ("full", "N/A")
+    attributes = dict(yaml.safe_load(getattr(AttributesFragment, "INFO_MODULE" if name == "domain_info" else "DOCUMENTATION"))["attributes"])
+    for key, value in (doc.get("attributes") or {}).items():
+        attributes[key] = dict(attributes.get(key, {}), **value)
+    assert attributes["check_mode"]["support"] == "full" and attributes["check_mode"]["description"]
+    assert attributes["diff_mode"]["support"] in ("full", "N/A") and attributes["diff_mode"]["description"]
     examples = yaml.safe_load(module.EXAMPLES)
     assert all(("xen.suspend." + name) in task or "ansible.builtin.debug" in task for task in examples)
     returns = yaml.safe_load(module.RETURN)
@@ -59,7 +64,7 @@ def test_module_docs_match_argument_spec(module):
 def test_action_group_lists_every_module():
     with open(os.path.join(REPO, "meta", "runtime.yml")) as handle:
         runtime = yaml.safe_load(handle)
-    assert runtime["requires_ansible"] == ">=2.17.0"
+    assert runtime["requires_ansible"] == ">=2.17.0,<2.20.0"  # the README's ansible-core 2.17-2.19
     assert sorted(runtime["action_groups"]["suspend"]) == sorted(
         m.__name__.rsplit(".", 1)[-1] for m in MODULES)
     fragment = yaml.safe_load(ModuleDocFragment.ACTIONGROUP)
