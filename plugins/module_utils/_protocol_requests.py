@@ -324,6 +324,7 @@ class XenstoreRequest(ProtocolRequest):
         if not due:
             return
         answered = []
+        removed = []
         for job, outcome in zip(due, self.xs.read_many([job.watch_path for job in due])):
             job.fresh_event = False
             job.last_read = now
@@ -332,7 +333,34 @@ class XenstoreRequest(ProtocolRequest):
                 self.engine.fail(job, outcome.error, job.phases.current)
             elif outcome.value != SUSPEND_VALUE:
                 answered.append(job)
+                if outcome.value is None:
+                    removed.append(job)
         self.acknowledged(answered)
+        for job in removed:
+            self.restore_node(job)
+
+    def restore_node(self, job):
+        """Older Windows PV drivers answer by removing ~/control/shutdown. Re-created by a plain
+        write, the node would belong to dom0 and the guest could never answer again (the next
+        maintenance window would time out): it is re-created as libxl creates it with the
+        domain, owned by the guest (n<domid>), empty."""
+        domid = job.record.domid
+
+        def recreate(tx):
+            if tx.read(job.watch_path) is not None:
+                return False, False
+            tx.write(job.watch_path, b"")
+            tx.set_perms(job.watch_path, [b"n%d" % domid])
+            return True, True
+
+        try:
+            with counted(self.xs, job.record):
+                if self.xs.run_transaction(recreate):
+                    job.notes.append("the guest answered by removing ~/control/shutdown; the node "
+                                     "was re-created owned by the guest, as at domain creation")
+        except XenSuspendError as exc:
+            job.notes.append("could not re-create ~/control/shutdown for the guest (%s): its next "
+                             "suspend may go unanswered" % exc)
 
     def acknowledged(self, jobs):
         """The guests of ``jobs`` answered: their watches go (one pipelined batch), then they

@@ -70,6 +70,8 @@ PYXS_INSTALL_HINT = "python3-pyxs (Debian/Ubuntu) or 'pip install pyxs'"
 # Watch paths and node paths we build ourselves; anything else is a programming error.
 _PATH_RE = re.compile(br"^(?:@releaseDomain|@introduceDomain|/[A-Za-z0-9_/-]*)\Z")
 _VALUE_RE = re.compile(br"^[\x20-\x7e]*\Z")
+# A permission: n(one), r(ead), w(rite) or b(oth), then a domid.
+_PERM_RE = re.compile(br"^[nrwb][0-9]{1,5}\Z")
 
 # How often a waiting caller re-checks that the Router thread is alive.
 _LIVENESS_SLICE = 0.2
@@ -246,6 +248,9 @@ class _TransactionView(object):
 
     def rm(self, path):
         self.client.rm(path, tx_id=self.tx_id)
+
+    def set_perms(self, path, perms):
+        self.client.set_perms(path, perms, tx_id=self.tx_id)
 
 
 class Outcome(object):
@@ -706,6 +711,15 @@ class XenstoreClient(object):
     def rm(self, path, tx_id=0):
         self._check_path(path)
         self._ack(Op.RM, path + NUL, tx_id=tx_id, path=path)
+
+    def set_perms(self, path, perms, tx_id=0):
+        """XS_SET_PERMS: ``perms`` as on the wire, owner first (e.g. [b"n5"]: domain 5 owns the
+        node, nobody else may read it)."""
+        self._check_path(path)
+        for perm in perms:
+            if not _PERM_RE.match(perm):
+                raise ValueError("refusing xenstore permission %r" % (perm,))
+        self._ack(Op.SET_PERMS, path + NUL + NUL.join(perms) + NUL, tx_id=tx_id, path=path)
 
     def directory(self, path, tx_id=0):
         self._check_path(path)

@@ -423,6 +423,9 @@ class _FakeTxView(object):
     def write(self, path, value):
         self.store.write(path, value, tx_id=self.tx)
 
+    def set_perms(self, path, perms):
+        self.store.set_perms(path, perms, tx_id=self.tx)
+
 
 class FakeXenstore(object):
     FD = 902
@@ -433,6 +436,7 @@ class FakeXenstore(object):
         self.watches = set()
         self.queue = []
         self.round_trips = 0
+        self.perms = {}  # path -> permissions set by us (owner first)
         self.reconnects = 0  # as XenstoreClient: restarts of xenstored survived
         self.ops = []
         self.fail = {}
@@ -518,6 +522,10 @@ class FakeXenstore(object):
             if self.transaction_end(tx, commit=True):
                 return value
         raise XenstoreError("conflicts", errno=errno.EAGAIN)
+
+    def set_perms(self, path, perms, tx_id=0):
+        self._trip("set_perms", path)
+        self.perms[path] = list(perms)
 
     def resume_domain(self, domid):
         self._trip("resume", domid)

@@ -352,3 +352,16 @@ def test_what_a_killed_resume_leaves_is_settled_at_once(tmp_path):
     assert result["error"] is None and not result["changed"]
     assert world.clock.now < 1001  # no waiting: "resuming" on a running domain is evidence
     assert entries(tmp_path) == {}
+
+
+# -- issue 11, item 5: a guest that answers by removing its node can answer again -------------
+
+def test_a_removed_control_node_is_recreated_owned_by_the_guest(tmp_path):
+    world = World()
+    guest = world.add_domain(3, "win1", behaviour="ack_remove")
+    backends = world.backends(tmp_path)
+    report = suspend(world, backends)
+    assert report.suspended == ["win1"]
+    assert world.xenstore.nodes[guest.control_path] == b""
+    assert world.xenstore.perms[guest.control_path] == [b"n3"]
+    assert any("re-created" in note for note in result_of(report, "win1")["notes"])
