@@ -79,8 +79,8 @@ def verdict(entry, info, now):
     if entry.get("state") == STATE_SUSPENDED:
         return FOUND_RUNNING, "recorded suspended, but it runs again (resumed by someone else)"
     if settle_deadline_passed(entry, now):
-        return DID_NOT_SUSPEND, ("running after its settle time %s: the guest did not act on "
-                                 "the request" % entry.get("settle_by"))
+        return DID_NOT_SUSPEND, ("still running after its settle time %s: it did not suspend "
+                                 "(it never took the request, or answered and gave up)" % entry.get("settle_by"))
     return None, "running; the guest may still suspend because of the request (until %s)" \
         % entry.get("settle_by")
 

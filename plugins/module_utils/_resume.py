@@ -436,8 +436,9 @@ class ResumeEngine(object):
                 return False
         if settle_deadline_passed(entry, self.backends.wall_clock()):
             self._settle(job, DID_NOT_SUSPEND)
-            job.notes.append("running after its settle time %s: the guest did not act on the "
-                             "request; its ledger entry is removed" % entry.get("settle_by"))
+            job.notes.append("still running after its settle time %s: it did not suspend (it "
+                             "never took the request, or answered and gave up); its ledger "
+                             "entry is removed" % entry.get("settle_by"))
             self._thaw_monitor(job)
             return False
         job.notes.append("running, but the guest may still suspend because of a request of ours: "
@@ -520,7 +521,8 @@ class ResumeEngine(object):
                                        % reason_name(info.shutdown_reason), kind="not_suspended")
         if settle_deadline_passed(job.entry, self.backends.wall_clock()):
             self._settle(job, DID_NOT_SUSPEND)
-            job.notes.append("running after its settle time: the guest did not act on the request")
+            job.notes.append("still running after its settle time: it did not suspend (it answered "
+                             "and gave up); its ledger entry is removed")
             self._thaw_monitor(job)
             return False
         return True

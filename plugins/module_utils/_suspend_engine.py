@@ -241,9 +241,8 @@ class SuspendEngine(object):
         if info.paused:
             raise DomainOperationError("the domain is paused, so its guest cannot take part in a "
                                        "suspend; unpause it first", kind="paused")
-        if entry is not None:
-            job.notes.append("replacing a stale ledger entry (state %s) for a running domain"
-                             % entry.get("state"))
+        # (an entry here is a stopped run's, or a live run's: the lock tells, see _recheck_locked)
+        job.stale_entry_state = entry.get("state") if entry is not None else None
 
         job.callback_irq, job.acpi_s_state = hvm_params(self.xc, record)
         if self.method in (AUTO, EVENT_CHANNEL):
@@ -440,6 +439,9 @@ class SuspendEngine(object):
             except XenSuspendError as exc:
                 self.fail(job, exc, LOCK)
                 continue
+            if job.stale_entry_state is not None:
+                job.notes.append("replacing a stale ledger entry (state %s) for a running domain"
+                                 % job.stale_entry_state)
             kept.append(job)
         return kept
 
@@ -458,6 +460,7 @@ class SuspendEngine(object):
     def enter_quiesce(self, job, now):
         job.phases.start(QUIESCE, now)
         job.advance(Stage.QUIESCE)
+        job.quiesce_started = now
         job.deadline = now + self.timeout
         job.next_poll = now + self.poll_interval
 
@@ -734,8 +737,7 @@ class SuspendEngine(object):
             except XenSuspendError as exc:
                 job.notes.append("the request could not be withdrawn (%s)" % exc)
         if job.request.may_act:
-            settle_by = self.backends.wall_clock() + max(SETTLE_MARGIN,
-                                                         LATE_SUSPEND_WINDOW - self.timeout)
+            settle_by = self._late_settle_by(job)
             job.notes.append(
                 "the guest may still suspend because of our request (%s): its ledger entry is "
                 "kept, and domain_resumed waits for it (settle_timeout) and resumes it"
@@ -745,6 +747,22 @@ class SuspendEngine(object):
         reason = WITHDRAWN if job.request is Request.WITHDRAWN else NEVER_SENT
         self._transitions.append(Settle(uuid, intent_id, reason))
         self._thaw_monitor(job, "the domain was not suspended")
+
+    def _late_settle_by(self, job):
+        """Until when the guest may still suspend because of our request: from the moment it
+        answered (or was notified), at least our own ``timeout`` and at least
+        LATE_SUSPEND_WINDOW, plus a margin. A run that stopped early (a signal, an error) did
+        not wait its timeout: the rest of it counts too. An unanswered xenstore request may
+        still be answered until its acknowledgement deadline."""
+        now = self.clock()
+        if job.quiesce_started is not None:
+            start = job.quiesce_started
+        elif job.stage is Stage.ACKNOWLEDGE and job.deadline is not None:
+            start = max(now, job.deadline)
+        else:
+            start = now
+        window = max(self.timeout, LATE_SUSPEND_WINDOW) + SETTLE_MARGIN
+        return self.backends.wall_clock() + (start - now) + window
 
     # == ledger ===============================================================================
 

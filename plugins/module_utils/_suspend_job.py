@@ -110,6 +110,8 @@ class SuspendJob(object):
         self.last_poll = None
         self.poll_requested = False
         self.fresh_event = False
+        self.quiesce_started = None  # when the guest answered or was notified (engine clock)
+        self.stale_entry_state = None  # an entry lookup found for this running domain
         self.node_touched = False  # the guest wrote ~/control/shutdown since our request
         self.skip_events = 0
         self.last_read = None

@@ -345,13 +345,14 @@ def has_socket(pid):
 
 
 def run_module(module, args, env, workdir, label, kill=None, budget=60.0, on_start=None,
-               modules=MODULES):
+               modules=MODULES, signame="KILL"):
     """Run plugins/modules/MODULE.py ARGS.json as its own process and wait for it.
 
     ``kill``: None, or ("start", s): SIGKILL it s seconds after it started, or ("work", s):
     SIGKILL it s seconds after it connected to the (simulated) hypervisor, i.e. once it can
-    touch something. Without a kill it gets ``budget`` seconds, after which it is judged stuck,
-    killed and called a hang."""
+    touch something. ``signame`` TERM or INT sends that signal instead, after which the module
+    must end by itself, cleanly, within its budget (else: a hang). Without a kill it gets
+    ``budget`` seconds, after which it is judged stuck, killed and called a hang."""
     run = ModuleRun(module, label)
     path = os.path.join(workdir, "%s.json" % label)
     with open(path, "w") as handle:
@@ -385,15 +386,26 @@ def run_module(module, args, env, workdir, label, kill=None, budget=60.0, on_sta
     try:
         out, err = proc.communicate(timeout=max(0.0, deadline - (time.monotonic() - started)))
     except subprocess.TimeoutExpired:
-        proc.kill()   # SIGKILL, the module's own process
-        if kill is not None and limit <= budget:
+        if kill is not None and limit <= budget and signame != "KILL":
+            proc.send_signal(getattr(signal, "SIG" + signame))  # stop cleanly, by itself
             run.killed = True
+            try:
+                out, err = proc.communicate(timeout=max(1.0, budget - (time.monotonic() - started)))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                run.killed = False
+                run.hang = True
+                out, err = proc.communicate()
         else:
-            run.hang = True
-        out, err = proc.communicate()
+            proc.kill()   # SIGKILL, the module's own process
+            if kill is not None and limit <= budget:
+                run.killed = True
+            else:
+                run.hang = True
+            out, err = proc.communicate()
     run.seconds = time.monotonic() - started
     run.rc = proc.returncode
-    if run.killed and run.rc != -signal.SIGKILL:
+    if run.killed and signame == "KILL" and run.rc != -signal.SIGKILL:
         run.killed = False   # it had exited just before
     run.stderr = err.decode("utf-8", "replace")
     text = out.decode("utf-8", "replace").strip()

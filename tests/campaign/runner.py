@@ -87,7 +87,7 @@ class Worker(object):
             "suspend": {"method": "auto", "parallel": 32, "timeout": 5.0, "ack_timeout": 5.0,
                         "continue_on_error": False},
             "resume": {"timeout": schedules.RESUME_TIMEOUT, "continue_on_error": False},
-            "kills": ["resume"], "kill_u": [(False, 1e9)], "gaps": [0.0]}
+            "kills": ["resume"], "kill_u": [(False, 1e9)], "gaps": [0.0], "signals": ["KILL"]}
         result = self.run(schedule, kill_plans=[("start", 1e6)], keep=True)
         if result["violations_total"] or result["final_rc"] != 0:
             raise HarnessError("the calibration schedule (nothing killed) failed:\n%s"
@@ -205,9 +205,10 @@ class Worker(object):
                 kill = kills_given.pop(0) if kills_given else schedules.kill_plan(
                     u, startup[KIND[module]], work)
             sampler.phase = label
+            signame = schedule["signals"][len(runs_killed)] if killed else "KILL"
             run = run_module(module, args, self.env, workdir, label, kill=kill,
                              budget=budget_s if module == "domain_suspended" else budget_r,
-                             on_start=start_note, modules=self.modules)
+                             on_start=start_note, modules=self.modules, signame=signame)
             run.kill = kill
             runs.append(run)
             if run.connected_at is not None:

@@ -76,8 +76,12 @@ def make_schedule(seed, k, behaviours):
     # Pause between a killed run and the next resume: none half the time (a resume that runs
     # while guests are still going down), else up to 0.6 s.
     gaps = [0.0 if rng.random() < 0.5 else round(rng.uniform(0, 0.6), 3) for _ in kills]
+    # How the run is stopped: SIGKILL mostly; SIGTERM (an AWX cancel) and SIGINT (Ctrl-C) make
+    # the module stop cleanly, which must leave the same guarantees. (Drawn last, so the draws
+    # above are those of earlier versions of the campaign for the same seed.)
+    signals = [rng.choices(("KILL", "TERM", "INT"), (65, 25, 10))[0] for _ in kills]
     return {"seed": seed, "k": k, "fleet": fleet, "suspend": suspend, "resume": resume,
-            "kills": kills, "kill_u": kill_u, "gaps": gaps}
+            "kills": kills, "kill_u": kill_u, "gaps": gaps, "signals": signals}
 
 
 def guest_seconds(g, opts):
@@ -158,8 +162,9 @@ def parse_kill(text):
 
 
 def describe(schedule):
-    lines = ["seed %s schedule %s: kills %s, gaps %s" % (
-        schedule["seed"], schedule["k"], "+".join(schedule["kills"]), schedule["gaps"])]
+    lines = ["seed %s schedule %s: kills %s (signals %s), gaps %s" % (
+        schedule["seed"], schedule["k"], "+".join(schedule["kills"]),
+        "+".join(schedule.get("signals", ())), schedule["gaps"])]
     lines.append("  suspend options %s" % schedule["suspend"])
     lines.append("  resume options %s" % schedule["resume"])
     for i, g in enumerate(schedule["fleet"], 1):

@@ -365,3 +365,20 @@ def test_a_removed_control_node_is_recreated_owned_by_the_guest(tmp_path):
     assert world.xenstore.nodes[guest.control_path] == b""
     assert world.xenstore.perms[guest.control_path] == [b"n3"]
     assert any("re-created" in note for note in result_of(report, "win1")["notes"])
+
+
+def test_an_interrupted_run_keeps_its_answered_guests_for_the_rest_of_their_timeout(tmp_path):
+    """Found by trying it as an operator: a SIGTERM 0.5 s into a run (timeout 60) kept the
+    answered guests' entries for only 5 s; the resume right after gave up on them green, and
+    they suspended 10 s later with no entry."""
+    world = World()
+    answered = world.add_domain(3, "slow-freeze", suspend_delay=15.0)
+    backends = world.backends(tmp_path)
+    backends.interruption = Interruption()
+    world.schedule(0.5, lambda: setattr(backends.interruption, "reason", "SIGTERM"))
+    suspend(world, backends, continue_on_error=True)  # default timeout: 60 s
+    assert not answered.suspended and answered.uuid in entries(tmp_path)
+
+    report = resume(world, world.backends(tmp_path))  # at once, default settle_timeout
+    assert report.resumed == ["slow-freeze"], report.results
+    assert not answered.suspended and entries(tmp_path) == {}
