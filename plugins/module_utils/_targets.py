@@ -191,6 +191,7 @@ def _check_safety_options(records, exclude, protected, problems):
     that matches nothing may be a typo too (a warning)."""
     warnings = []
     for option, selectors in (("protected", protected), ("exclude", exclude)):
+        idle = []
         for selector in selectors:
             if any(selector.matches(record) for record in records):
                 continue
@@ -198,5 +199,9 @@ def _check_safety_options(records, exclude, protected, problems):
                 problems.append("%s %s %r matches no domain (a typo would leave the domain it "
                                 "means unprotected)" % (option, selector.kind, selector.text))
             else:
-                warnings.append("%s pattern %r matches no domain" % (option, selector.text))
+                idle.append(selector.text)
+        if idle:  # one warning per option, not one per pattern: a typo must stand out
+            warnings.append("%s pattern%s %s match%s no domain" % (
+                option, "s" if len(idle) > 1 else "", ", ".join(repr(text) for text in idle),
+                "" if len(idle) > 1 else "es"))
     return warnings

@@ -138,5 +138,8 @@ def test_safety_patterns_that_match_nothing_and_an_empty_selection_warn(records)
     assert names(selection) == ["web1", "web2"]
     assert selection.warnings == ["protected pattern 'fw-*' matches no domain",
                                   "exclude pattern 'backup-*' matches no domain"]
+    several = select_targets(records, parse_selectors(["web*"]),
+                             protected=parse_selectors(["fw-*", "*-dm"]))
+    assert several.warnings == ["protected patterns 'fw-*', '*-dm' match no domain"]
     empty = select_targets(records, parse_selectors(["mail-*"]))
     assert empty.targets == [] and "selected nothing" in empty.warnings[0]
