@@ -29,7 +29,7 @@ from ansible_collections.xen.suspend.plugins.module_utils._errors import (
 from ansible_collections.xen.suspend.plugins.module_utils._ledger import (
     STATE_RESUMING, STATE_SUSPENDED)
 from ansible_collections.xen.suspend.plugins.module_utils._ledger_transitions import (
-    DID_NOT_SUSPEND, FOUND_RUNNING, OTHER_SHUTDOWN, RESUMED, WITHDRAWN, Settle,
+    DID_NOT_SUSPEND, FOUND_RUNNING, GONE, OTHER_SHUTDOWN, RESUMED, WITHDRAWN, Settle,
     apply_transitions, settle_deadline_passed)
 from ansible_collections.xen.suspend.plugins.module_utils._suspend_method import (
     EVENT_CHANNEL, XENSTORE)
@@ -70,6 +70,11 @@ def verdict(entry, info, now):
     """What the evidence says about one entry: (settle reason or None, why). Pure: no I/O."""
     if info is None:
         return None, "the domain no longer exists (domain_resumed reports it as vanished)"
+    if not info.suspended and entry.get("state") != STATE_SUSPENDED and \
+            entry.get("domid") not in (None, info.domid):
+        # e.g. xl restarted a guest that rebooted: same UUID, a new domain, no request of ours
+        return GONE, ("the domain the request went to (domid %s) is gone; a new one with its "
+                      "UUID runs as domid %d" % (entry.get("domid"), info.domid))
     if info.suspended:
         return None, "suspended: domain_resumed resumes it"
     if info.shut_down or info.dying:

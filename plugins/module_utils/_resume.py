@@ -27,7 +27,7 @@ from ansible_collections.xen.suspend.plugins.module_utils._phases import (
 from ansible_collections.xen.suspend.plugins.module_utils._ledger import (
     STATE_INTENT, STATE_RESUMING)
 from ansible_collections.xen.suspend.plugins.module_utils._ledger_transitions import (
-    DID_NOT_SUSPEND, FOUND_RUNNING, NOT_OURS, OTHER_SHUTDOWN, PRUNED, RESUMED, WITHDRAWN,
+    DID_NOT_SUSPEND, FOUND_RUNNING, GONE, NOT_OURS, OTHER_SHUTDOWN, PRUNED, RESUMED, WITHDRAWN,
     MarkResuming, Settle, apply_transitions, settle_deadline_passed)
 from ansible_collections.xen.suspend.plugins.module_utils._suspend_method import XENSTORE
 from ansible_collections.xen.suspend.plugins.module_utils._run_report import RunReport
@@ -407,6 +407,13 @@ class ResumeEngine(object):
     def _settle_running(self, job, info):
         """The ledger says we meant to suspend this domain, but it runs."""
         entry = job.entry
+        if entry.get("state") == STATE_INTENT and entry.get("domid") not in (None, info.domid):
+            # e.g. xl restarted a guest that rebooted: same UUID, a new domain
+            self._settle(job, GONE)
+            job.notes.append("the domain our request went to (domid %s) is gone; a new one with "
+                             "its UUID runs: its ledger entry is removed" % entry.get("domid"))
+            self._thaw_monitor(job)
+            return False
         if entry.get("state") == STATE_RESUMING:
             self._settle(job, RESUMED)
             job.notes.append("a stopped resume run had resumed it; its ledger entry is removed")

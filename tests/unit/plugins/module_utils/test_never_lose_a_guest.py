@@ -382,3 +382,19 @@ def test_an_interrupted_run_keeps_its_answered_guests_for_the_rest_of_their_time
     report = resume(world, world.backends(tmp_path))  # at once, default settle_timeout
     assert report.resumed == ["slow-freeze"], report.results
     assert not answered.suspended and entries(tmp_path) == {}
+
+
+def test_a_rebooted_guest_restarted_under_a_new_domid_is_not_waited_for(tmp_path):
+    """Seen on real Xen 4.20: a killed run's intent, the guest rebooted, xl restarted it as a
+    new domain with the same UUID; the resume waited its whole settle_timeout for it."""
+    world = World()
+    old = world.add_domain(3, "web1")
+    backends = world.backends(tmp_path)
+    backends.ledger.update(lambda e: e.update({old.uuid: make_entry(
+        old.uuid, 3, "web1", "xenstore", intent_id="dead-3",
+        settle_by=backends.wall_clock() + 120)}))
+    old.destroyed = True
+    world.add_domain(9, "web1", uuid=old.uuid)  # xl's restart: same name and UUID, new domid
+    report = resume(world, backends, settle_timeout=60.0)
+    assert result_of(report, "web1")["error"] is None
+    assert world.clock.now < 1001 and entries(tmp_path) == {}
