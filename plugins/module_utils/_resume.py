@@ -346,12 +346,17 @@ class ResumeEngine(object):
                 return NEXT_DONE
             return NEXT_RESUME
         except XenSuspendError as exc:
-            exc.with_context(domain=job.label, phase=job.phases.current or phase)
-            job.error = exc.to_dict()
-            job.release()
+            self._failed(job, exc, phase)
         finally:
             job.phases.stop()
         return NEXT_DONE
+
+    @staticmethod
+    def _failed(job, exc, phase):
+        """The job's error, naming its domain and the phase it was in; its lock goes."""
+        exc.with_context(domain=job.label, phase=job.phases.current or phase)
+        job.error = exc.to_dict()
+        job.release()
 
     def _mark_resuming(self, jobs):
         """One durable write before the hypercalls: a run killed between a resume and its
@@ -375,8 +380,7 @@ class ResumeEngine(object):
         try:
             self._resume(job)
         except XenSuspendError as exc:
-            exc.with_context(domain=job.label, phase=job.phases.current or RESUME)
-            job.error = exc.to_dict()
+            self._failed(job, exc, RESUME)
         finally:
             job.phases.stop()
 
@@ -483,9 +487,7 @@ class ResumeEngine(object):
                     if self._settle_step(job, infos.get(job.record.domid)):
                         pending.append(job)
                 except XenSuspendError as exc:
-                    exc.with_context(domain=job.label, phase=job.phases.current or RESUME)
-                    job.error = exc.to_dict()
-                    job.release()
+                    self._failed(job, exc, RESUME)
                 finally:
                     job.phases.stop()
             jobs = pending
