@@ -100,7 +100,7 @@ class Ledger(object):
     def check_usable(self, write=True):
         """Raise LedgerError unless the ledger can be read and, with ``write``, replaced: run
         before any guest is touched, so a bad path is a configuration error, not a failure
-        half-way through a fleet."""
+        half-way through a fleet. Returns the entries it read."""
         try:
             st = os.stat(self.path)
         except OSError as exc:
@@ -110,9 +110,9 @@ class Ledger(object):
             if not stat.S_ISREG(st.st_mode):
                 raise LedgerError("the ledger %s is not a regular file; give the path of a file "
                                   "(it is created when missing)" % self.path)
-        self.read()
+        entries = self.read()
         if not write:
-            return
+            return entries
         if os.path.exists(self.directory) and not os.path.isdir(self.directory):
             raise LedgerError("the ledger's directory %s is not a directory" % self.directory)
         self._ensure_directory()
@@ -131,6 +131,7 @@ class Ledger(object):
                 _check_replaceable(self.path)
         finally:
             os.close(lock_fd)
+        return entries
 
     def _parse(self, data):
         if not data:

@@ -81,9 +81,10 @@ class XenSuspendModule(object):
     def warn(self, message):
         self.module.warn(message)
 
-    def recover(self, backends, skip=()):
-        """Settle what stopped runs left (see _recovery); only reports in check mode."""
-        report = recover(backends, backends.ledger.read(), act=not self.check_mode, skip=skip)
+    def recover(self, backends, entries, skip=()):
+        """Settle what stopped runs left in ``entries`` (see _recovery); only reports in check
+        mode."""
+        report = recover(backends, entries, act=not self.check_mode, skip=skip)
         for message in report.errors:
             self.warn(message)
         return report

@@ -282,13 +282,12 @@ class DomainResumedModule(XenSuspendModule):
                               check_mode=self.check_mode, prune_vanished=params["prune_vanished"],
                               settle_timeout=params["settle_timeout"],
                               force_unrecorded=params["force_unrecorded"])
-        backends.ledger.check_usable(write=not self.check_mode)
-        entries = backends.ledger.read()
+        entries = backends.ledger.check_usable(write=not self.check_mode)
         records = self.inventory(backends, [], all_names=True)
         plan = plan_resume(records, entries, self.targets, self.exclude, self.protected,
                            force_unrecorded=params["force_unrecorded"], clock=backends.clock)
         # What the plan does not resume is settled by recovery (a stopped run's leftovers).
-        recovery = self.recover(backends, skip=set(job.uuid for job in plan.jobs))
+        recovery = self.recover(backends, entries, skip=set(job.uuid for job in plan.jobs))
         self.warn_unrecorded(records, entries, plan)
         for item in plan.vanished:
             self.warn("%s (uuid %s) was recorded as suspended in the ledger but no longer exists: "

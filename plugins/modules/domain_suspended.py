@@ -347,10 +347,10 @@ class DomainSuspendedModule(XenSuspendModule):
         records = self.inventory(backends, [selectors, exclude, protected])
         selection = select_targets(records, selectors, exclude, protected)
         # Every check before anything is touched: targets above, then the ledger.
-        backends.ledger.check_usable(write=not self.check_mode)
+        entries = backends.ledger.check_usable(write=not self.check_mode)
         for message in selection.warnings:
             self.warn(message)
-        recovery = self.recover(backends)
+        recovery = self.recover(backends, entries)
         self.fill_names(backends, selection.targets)
         report = engine.run(selection.targets, selection.skipped)
         return self.report(report, "suspended", recovery)
