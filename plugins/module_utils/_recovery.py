@@ -66,6 +66,19 @@ def domains_by_uuid(xenctrl):
     return dict((info.uuid, info) for info in xenctrl.list_domains())
 
 
+# Why an entry is left for domain_resumed (the report's ``reason`` for ACTION_WAIT).
+WAIT_VANISHED = "vanished"
+WAIT_SUSPENDED = "suspended"
+WAIT_MAY_STILL_SUSPEND = "may_still_suspend"
+
+
+def wait_reason(info):
+    """The reason an entry whose verdict settles nothing stays: what domain_resumed will do."""
+    if info is None:
+        return WAIT_VANISHED
+    return WAIT_SUSPENDED if info.suspended else WAIT_MAY_STILL_SUSPEND
+
+
 def verdict(entry, info, now):
     """What the evidence says about one entry: (settle reason or None, why). Pure: no I/O."""
     if info is None:
@@ -110,7 +123,8 @@ def recover(backends, entries, act=True, skip=()):
             if reason is None and info is not None and not info.suspended and \
                     entry.get("method") == XENSTORE:
                 why += "; an unanswered request would be withdrawn"
-            report.add(entry, ACTION_SETTLED if reason else ACTION_WAIT, why, reason)
+            report.add(entry, ACTION_SETTLED if reason else ACTION_WAIT, why,
+                       reason or wait_reason(info))
             continue
         _recover_entry(backends, entry, info, now, report, transitions)
     if transitions:
@@ -146,7 +160,7 @@ def _recover_entry(backends, entry, info, now, report, transitions):
             transitions.append(Settle(entry["uuid"], entry.get("intent_id"), reason))
             report.add(entry, ACTION_WITHDRAWN if reason == WITHDRAWN else ACTION_SETTLED, why, reason)
         else:
-            report.add(entry, ACTION_WAIT, why)
+            report.add(entry, ACTION_WAIT, why, wait_reason(info))
         if reason is not None or info is None:
             _continue_monitor(backends, entry, report)
         if info is not None and entry.get("method") == EVENT_CHANNEL:

@@ -243,7 +243,7 @@ def test_recovery_continues_the_monitor_of_a_killed_event_channel_run(tmp_path):
     backends.ledger.update(lambda e: e.update({guest.uuid: entry}))
 
     early = recover(backends, backends.ledger.read())
-    assert [a["action"] for a in early.actions] == ["left_for_resume"]
+    assert [(a["action"], a["reason"]) for a in early.actions] == [("left_for_resume", "may_still_suspend")]
     assert backends.monitors.frozen() == [1003]
 
     report = resume(world, backends, settle_timeout=60.0)
@@ -283,6 +283,28 @@ def test_domain_info_style_recovery_only_reports(tmp_path):
     assert report.actions[0]["action"] == "settled"
     assert world.xenstore.nodes[guest.control_path] == b"suspend"
     assert guest.uuid in entries(tmp_path)
+
+
+def test_every_entry_left_for_resume_says_why(tmp_path):
+    world = World()
+    asleep = world.add_domain(3, "asleep")
+    asleep.shutdown_code = SHUTDOWN_SUSPEND
+    gone = world.add_domain(4, "gone")
+    pending = world.add_domain(5, "pending", behaviour="ignore")
+    backends = world.backends(tmp_path)
+    backends.ledger.update(lambda e: e.update({
+        asleep.uuid: make_entry(asleep.uuid, 3, "asleep", "xenstore", state="suspended"),
+        gone.uuid: make_entry(gone.uuid, 4, "gone", "xenstore", state="suspended"),
+        pending.uuid: make_entry(pending.uuid, 5, "pending", "event_channel", intent_id="i-5",
+                                 settle_by=backends.wall_clock() + 60)}))
+    gone.destroy()
+    del world.domains[4]
+    for act in (False, True):
+        report = recover(backends, backends.ledger.read(), act=act)
+        assert sorted((a["name"], a["action"], a["reason"]) for a in report.actions) == [
+            ("asleep", "left_for_resume", "suspended"),
+            ("gone", "left_for_resume", "vanished"),
+            ("pending", "left_for_resume", "may_still_suspend")]
 
 
 # -- signals ------------------------------------------------------------------------------------
