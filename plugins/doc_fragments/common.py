@@ -11,7 +11,8 @@ class ModuleDocFragment(object):
 options:
   ledger:
     description:
-      - Path of the ledger on the dom0 that records which domains this collection suspended.
+      - Absolute path of the ledger on the dom0 that records which domains this collection
+        suspended. A relative path is refused (it would depend on the module's working directory).
       - An entry is written before a suspend request is sent and removed after a verified resume,
         so that M(xen.suspend.domain_resumed) brings back exactly the domains that were suspended.
       - The directory is created with mode V(0700) and the file is written with mode V(0600),

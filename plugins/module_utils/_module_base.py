@@ -10,6 +10,7 @@ missing cffi/pyxs/Xen libraries with install hints, opens and always closes the 
 turns every XenSuspendError into a failure that names the domain and the phase.
 """
 
+import os
 import traceback
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
@@ -17,7 +18,7 @@ from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible_collections.xen.suspend.plugins.module_utils._argument_spec import common_argument_spec
 from ansible_collections.xen.suspend.plugins.module_utils._backends import open_backends
 from ansible_collections.xen.suspend.plugins.module_utils._errors import (
-    DependencyError, XenSuspendError)
+    DependencyError, OptionError, XenSuspendError)
 from ansible_collections.xen.suspend.plugins.module_utils._interruption import Interruption
 from ansible_collections.xen.suspend.plugins.module_utils._inventory import list_records, read_names
 from ansible_collections.xen.suspend.plugins.module_utils._recovery import recover
@@ -123,6 +124,7 @@ class XenSuspendModule(object):
         params = self.params
         backends = None
         try:
+            self._check_ledger_path(params["ledger"])
             self.prepare()
             backends = BACKENDS_FACTORY(
                 ledger_path=params["ledger"], xen_run_dir=params.get("xen_run_dir"),
@@ -144,6 +146,17 @@ class XenSuspendModule(object):
         finally:
             if backends is not None:
                 backends.close()
+        # Which ledger this run read and wrote: the recovery playbook must name the same one.
+        result["ledger"] = params["ledger"]
         if failure:
             self.module.fail_json(msg=failure, **result)
         self.module.exit_json(**result)
+
+    @staticmethod
+    def _check_ledger_path(path):
+        # A relative path would be resolved against the module's working directory (the remote
+        # user's home or Ansible's temporary directory): the next run could read another ledger
+        # and not know which guests this one suspended.
+        if not os.path.isabs(path):
+            raise OptionError("invalid options, nothing was touched: ledger must be an absolute "
+                              "path on the dom0, not %r" % (path,))

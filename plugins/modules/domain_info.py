@@ -57,6 +57,11 @@ EXAMPLES = r'''
 '''
 
 RETURN = r'''
+ledger:
+  description: The ledger this run read (and wrote); the resume or recovery run must name the same one.
+  returned: always
+  type: str
+  sample: /var/lib/xen-suspend/ledger.json
 domains:
   description: One entry per domain, in domid order (or the order requested).
   returned: always

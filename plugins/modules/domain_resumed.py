@@ -128,6 +128,11 @@ EXAMPLES = r'''
 '''
 
 RETURN = r'''
+ledger:
+  description: The ledger this run read (and wrote); the resume or recovery run must name the same one.
+  returned: always
+  type: str
+  sample: /var/lib/xen-suspend/ledger.json
 domains:
   description: One entry per targeted domain, in ledger order (or the order requested).
   returned: always

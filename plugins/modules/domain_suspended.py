@@ -162,6 +162,11 @@ EXAMPLES = r'''
 '''
 
 RETURN = r'''
+ledger:
+  description: The ledger this run read (and wrote); the resume or recovery run must name the same one.
+  returned: always
+  type: str
+  sample: /var/lib/xen-suspend/ledger.json
 recovery:
   description:
     - What the module settled at its start of what stopped runs left in the ledger. C(actions)
