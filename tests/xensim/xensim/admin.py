@@ -22,6 +22,7 @@ class _Conn(Handler):
         self.rbuf = b""
         self.wbuf = b""
         self.closed = False
+        self.cleanups = []   # called once when the connection goes away (client died)
 
     def fileno(self):
         return self.sock.fileno()
@@ -40,7 +41,9 @@ class _Conn(Handler):
         while b"\n" in self.rbuf:
             line, self.rbuf = self.rbuf.split(b"\n", 1)
             if line.strip():
-                self.send(self.server.handle(line))
+                reply = self.server.handle(line, self)
+                if reply is not None:
+                    self.send(reply)
 
     def send(self, obj):
         self.wbuf += json.dumps(obj).encode() + b"\n"
@@ -64,6 +67,12 @@ class _Conn(Handler):
             self.server.conns.discard(self)
             self.server.loop.unregister(self)
             self.sock.close()
+            cleanups, self.cleanups = self.cleanups, []
+            for fn in cleanups:
+                try:
+                    fn()
+                except Exception as e:  # never crash the simulator
+                    log.info("admin connection cleanup failed: %s", e)
 
 
 class _Listener(Handler):
@@ -118,14 +127,25 @@ class AdminServer:
             c.on_writable()
             c.close()
 
-    def handle(self, line):
+    def close_others(self, keep):
+        """Drop every client connection but ``keep`` (their processes "died")."""
+        for c in list(self.conns):
+            if c is not keep:
+                c.close()
+
+    def handle(self, line, conn=None):
         try:
             req = json.loads(line)
             op = req.pop("op")
             fn = getattr(self.target, "admin_" + op.replace("-", "_"), None)
             if fn is None:
                 return {"ok": False, "error": "unknown op %r" % op}
+            if getattr(fn, "wants_conn", False):
+                req["conn"] = conn
             res = fn(**req)
+            if isinstance(res, Deferred):
+                res.attach(conn)
+                return None
             out = {"ok": True}
             if res:
                 out.update(res)
@@ -133,6 +153,46 @@ class AdminServer:
         except Exception as e:  # report, never crash the simulator
             log.info("admin request %r failed: %s", line[:200], e)
             return {"ok": False, "error": "%s: %s" % (type(e).__name__, e)}
+
+
+class Deferred(object):
+    """A reply sent later (an op that waits for the simulated guests, e.g. ``xl save``'s
+    suspend): the handler returns one and calls ``resolve`` or ``fail`` when done."""
+
+    def __init__(self):
+        self.conn = None
+        self.done = False
+        self._early = None
+
+    def attach(self, conn):
+        self.conn = conn
+        if self._early is not None:
+            reply, self._early = self._early, None
+            self._send(reply)
+
+    def _send(self, reply):
+        if self.conn is None:
+            self._early = reply
+        elif not self.conn.closed:
+            self.conn.send(reply)
+
+    def resolve(self, res=None):
+        if self.done:
+            return
+        self.done = True
+        out = {"ok": True}
+        out.update(res or {})
+        self._send(out)
+
+    def fail(self, error):
+        if self.done:
+            return
+        self.done = True
+        self._send({"ok": False, "error": error})
+
+    @property
+    def abandoned(self):
+        return self.conn is not None and self.conn.closed
 
 
 def call(path, op, timeout=10.0, **args):

@@ -11,6 +11,8 @@ with tests/xensim on PYTHONPATH; ``tests/xensim/xensimctl`` does that).
     fault  --dir DIR destroy|crash|pause|unpause DOMID
     fault  --dir DIR lock|unlock DOMID [--lock-dir D]
     fault  --dir DIR shutdown DOMID REASON
+    reboot --dir DIR
+    xl-fault --dir DIR NAME [--enospc-after B] [--stall-after B] [--truncate-to B] [--restore-fail]
     stop   --dir DIR
     build  [--libdir D]
 """
@@ -70,7 +72,7 @@ def running_pid(paths):
     return pid
 
 
-LEFTOVERS = ("xenstored", "hypervisor", "control", "pid", "env_sh", "env_json")
+LEFTOVERS = ("xenstored", "hypervisor", "control", "pid", "env_sh", "env_json", "boot_id")
 
 
 def cleanup_files(paths):
@@ -224,6 +226,25 @@ def cmd_fault(args):
     return 0
 
 
+def cmd_reboot(args):
+    r = _admin(args, "reboot")
+    print(r["boot_id"])
+    return 0
+
+
+def cmd_xl_fault(args):
+    faults = {}
+    for key in ("enospc_after", "stall_after", "truncate_to"):
+        v = getattr(args, key)
+        if v is not None:
+            faults[key] = v
+    if args.restore_fail:
+        faults["restore_fail"] = True
+    r = _admin(args, "xl_fault", name=args.name, faults=faults)
+    print(json.dumps(r["faults"]))
+    return 0
+
+
 def cmd_stop(args):
     paths = state_paths(args.dir)
     pid = running_pid(paths)
@@ -293,6 +314,17 @@ def main(argv=None):
     sp.add_argument("--downtime", type=float, default=0.5)
     sp.add_argument("--lock-dir")
     sp.set_defaults(fn=cmd_fault)
+
+    sp = with_dir(sub.add_parser("reboot", help="simulated dom0 reboot: guests and store vanish, files stay"))
+    sp.set_defaults(fn=cmd_reboot)
+
+    sp = with_dir(sub.add_parser("xl-fault", help="set (replace) the simulated xl's faults for a domain name"))
+    sp.add_argument("name")
+    sp.add_argument("--enospc-after", type=int, metavar="BYTES")
+    sp.add_argument("--stall-after", type=int, metavar="BYTES")
+    sp.add_argument("--truncate-to", type=int, metavar="BYTES")
+    sp.add_argument("--restore-fail", action="store_true")
+    sp.set_defaults(fn=cmd_xl_fault)
 
     sp = with_dir(sub.add_parser("stop", help="stop the simulator and remove its sockets"))
     sp.add_argument("--timeout", type=float, default=10.0)

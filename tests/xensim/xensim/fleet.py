@@ -7,6 +7,10 @@
     vcpus: 1
     dying_ms: 50           # how long a destroyed domain stays "dying"
     seed: 1                # RNG seed for jitter
+    xl:                    # the simulated xl (bin/xl, see xlsim.py)
+      suspend_timeout_ms: 60000   # libxl's wait for the guest (xl's 60 s)
+      pages_per_mib: 1            # save image size: 4 KiB pages per MiB of guest memory
+      log_dir: DIR/log/xen        # where xl-<name>.log go (real xl: /var/log/xen)
     guests:
       - behaviour: linux-pv
         count: 450
@@ -17,6 +21,7 @@
         quiesce_ms: 5000   # any default can be overridden per group
         params: {ack_delay_ms: 1000}
       - {behaviour: hostile, params: {evtchn: negative, rewrite: 5}}
+      - {behaviour: linux-pv, name: db, xl_faults: {enospc_after: 100000}}
 
 ``guests`` may also be a mapping ``{behaviour: count}`` or
 ``{behaviour: {count: N, ...}}``.
@@ -28,8 +33,9 @@ from .guests import BEHAVIOURS
 
 GROUP_DEFAULTS = {"quiesce_ms": 200, "jitter_ms": 50, "heartbeat_ms": 1000,
                   "memory_mb": 1024, "vcpus": 1}
-TOP_KEYS = set(GROUP_DEFAULTS) | {"guests", "dying_ms", "seed"}
-GROUP_KEYS = set(GROUP_DEFAULTS) | {"behaviour", "behavior", "count", "name", "params"}
+TOP_KEYS = set(GROUP_DEFAULTS) | {"guests", "dying_ms", "seed", "xl"}
+GROUP_KEYS = set(GROUP_DEFAULTS) | {"behaviour", "behavior", "count", "name", "params", "xl_faults"}
+XL_KEYS = {"suspend_timeout_ms", "pages_per_mib", "log_dir"}
 
 
 class SpecError(ValueError):
@@ -76,6 +82,12 @@ def normalise_group(g, top, where="group"):
     out = {"behaviour": beh, "count": int(_num(g.get("count", 1), "count", where)),
            "name": str(g["name"]) if g.get("name") else None,
            "params": dict(g.get("params") or {})}
+    if g.get("xl_faults"):
+        from .xlsim import check_faults
+        try:
+            out["xl_faults"] = check_faults(g["xl_faults"], "%s: xl_faults" % where)
+        except ValueError as e:
+            raise SpecError(str(e))
     for k, dv in GROUP_DEFAULTS.items():
         out[k] = _num(g.get(k, top.get(k, dv)), k, where)
     dq = getattr(cls, "default_quiesce", None)
@@ -105,7 +117,14 @@ def normalise(data):
     if not isinstance(guests, list):
         raise SpecError("guests must be a list or a mapping")
     groups = [normalise_group(g, top, "guests[%d]" % i) for i, g in enumerate(guests)]
+    xl = data.get("xl") or {}
+    if not isinstance(xl, dict) or set(xl) - XL_KEYS:
+        raise SpecError("xl: must be a mapping with keys among %s" % sorted(XL_KEYS))
+    for k in ("suspend_timeout_ms", "pages_per_mib"):
+        if k in xl:
+            _num(xl[k], k, "xl")
     return {
+        "xl": dict(xl),
         "dying_ms": _num(data.get("dying_ms", 50), "dying_ms", "spec"),
         "seed": data.get("seed"),
         "defaults": dict(GROUP_DEFAULTS, **top),

@@ -10,6 +10,8 @@ Files in the state directory DIR:
     xensim.log       its log
     env.sh/env.json  the environment to point production code at it
     run/xen/         XENSIM_RUN_DIR: suspend-evtchn-<domid>.lock files
+    log/xen/         the simulated xl's xl-<name>.log (unless the spec's xl.log_dir says otherwise)
+    boot_id          the simulated dom0's boot id (a new one after a simulated reboot)
 """
 
 import errno
@@ -21,7 +23,9 @@ import os
 import random
 import resource
 import signal
+import shutil
 import socket
+import uuid
 
 from . import toolstack
 from . import xenconst as xc
@@ -33,8 +37,12 @@ from .rpcserver import RpcServer
 from .store import Store
 from .watches import WatchManager
 from .xenstored import Xenstored
+from .xlsim import XlSupport
 
 log = logging.getLogger("xensim")
+
+# the simulated xl (and nothing else): prepended to PATH
+BINDIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bin")
 
 
 def state_paths(dirpath):
@@ -49,6 +57,7 @@ def state_paths(dirpath):
         "env_sh": os.path.join(d, "env.sh"),
         "env_json": os.path.join(d, "env.json"),
         "rundir": os.path.join(d, "run", "xen"),
+        "boot_id": os.path.join(d, "boot_id"),
     }
 
 
@@ -59,6 +68,7 @@ def environment(paths, libdir):
         "XENSIM_RUN_DIR": paths["rundir"],
         "XENSIM_DIR": paths["dir"],
         "LD_LIBRARY_PATH": libdir,
+        "PATH": BINDIR + (os.pathsep + os.environ["PATH"] if os.environ.get("PATH") else ""),
     }
 
 
@@ -67,6 +77,9 @@ def env_sh(env):
     for k, v in env.items():
         if k == "LD_LIBRARY_PATH":
             lines.append('export LD_LIBRARY_PATH="%s${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"' % v)
+        elif k == "PATH":
+            # env.json carries the full PATH; for the shell, prepend the simulator's bin dir
+            lines.append('export PATH="%s${PATH:+:$PATH}"' % BINDIR)
         else:
             lines.append("export %s=%s" % (k, v))
     return "\n".join(lines) + "\n"
@@ -103,6 +116,9 @@ class Simulator:
         self.locks = {}
         self._names = set()
         self._stopping = False
+        self.boot_id = str(uuid.uuid4())
+        self.boots = 1
+        self.xl = XlSupport(self, spec.get("xl"))
 
     # -- setup ------------------------------------------------------------
     def setup(self):
@@ -115,6 +131,7 @@ class Simulator:
             except (ValueError, OSError):
                 pass
         os.makedirs(self.paths["rundir"], exist_ok=True)
+        self._write_boot_id()
         toolstack.build_dom0(self.store)
         for g in self.spec["groups"]:
             self.spawn_group(g)
@@ -134,6 +151,11 @@ class Simulator:
 
     def env(self):
         return environment(self.paths, self.libdir)
+
+    def _write_boot_id(self):
+        with open(self.paths["boot_id"] + ".tmp", "w") as f:
+            f.write(self.boot_id + "\n")
+        os.replace(self.paths["boot_id"] + ".tmp", self.paths["boot_id"])
 
     def _unique_name(self, base):
         name = base
@@ -160,6 +182,8 @@ class Simulator:
             toolstack.build_domain(self.store, d)
             self.xenstored.introduce(d.domid)
             guest.boot()
+            if g.get("xl_faults"):
+                self.xl.set_faults(name, g["xl_faults"])
             out.append(d.domid)
         return out
 
@@ -220,7 +244,52 @@ class Simulator:
 
     # -- admin ops ----------------------------------------------------------
     def admin_ping(self):
-        return {"pid": os.getpid()}
+        return {"pid": os.getpid(), "boot_id": self.boot_id, "boots": self.boots}
+
+    def admin_xl(self, action, conn=None, **kw):
+        """The simulated xl's requests (see xlsim.py)."""
+        return self.xl.handle(action, conn=conn, **kw)
+    admin_xl.wants_conn = True
+
+    def admin_xl_fault(self, name, faults=None):
+        """Set (replace) the xl faults of domain ``name``; ``{}`` or none clears them."""
+        return {"name": name, "faults": self.xl.set_faults(name, faults)}
+
+    def admin_reboot(self, conn=None):
+        """A simulated dom0 reboot: every guest and the whole store vanish, every process that
+        talked to the simulator loses its connection (it "died"), /var/run (``run/xen``) is
+        emptied, and the simulator comes back with only dom0: a fresh xenstore, a fresh
+        hypervisor (domids start again from 1) and a new boot id.  Files on disk (save files,
+        ledgers, xl logs) are untouched; the sockets, the environment and the xl faults stay."""
+        for guest in list(self.guests.values()):
+            guest.on_destroy()
+        self.guests = {}
+        self._names = set()
+        self.admin.close_others(conn)
+        old = self.xenstored
+        old.listen = lambda: None   # a pending restart-xenstored of the old one must not rebind
+        old.close()
+        self.rpc.close()
+        for path in list(self.locks):
+            fd = self.locks.pop(path)
+            os.close(fd)
+        shutil.rmtree(self.paths["rundir"], ignore_errors=True)
+        os.makedirs(self.paths["rundir"], exist_ok=True)
+        self.store = Store()
+        self.watches = WatchManager()
+        self.hyp = Hypervisor(self.loop, dying_s=self.spec.get("dying_ms", 50) / 1000.0)
+        self.xenstored = Xenstored(self.loop, self.store, self.watches, self.hyp, self.paths["xenstored"])
+        self.rpc = RpcServer(self.loop, self.hyp, self.paths["hypervisor"])
+        self.xl.attach_hypervisor()
+        self.boot_id = str(uuid.uuid4())
+        self.boots += 1
+        self._write_boot_id()
+        toolstack.build_dom0(self.store)
+        self.xenstored.listen()
+        self.rpc.listen()
+        log.info("simulated dom0 reboot: boot %d, id %s", self.boots, self.boot_id)
+        return {"boot_id": self.boot_id, "boots": self.boots}
+    admin_reboot.wants_conn = True
 
     def admin_env(self):
         return {"env": self.env()}
@@ -241,6 +310,9 @@ class Simulator:
             info.update(g.describe())
             if getattr(g, "port", None) is not None:
                 info["guest_port"] = g.port
+        xl_save = self.xl.describe(d.domid)
+        if xl_save:
+            info["xl_save"] = xl_save
         return info
 
     def admin_list(self, domid=None):
@@ -371,7 +443,7 @@ class Simulator:
             except FileNotFoundError:
                 pass
             os.close(fd)
-        for key in ("env_sh", "env_json"):
+        for key in ("env_sh", "env_json", "boot_id"):
             try:
                 os.unlink(self.paths[key])
             except FileNotFoundError:
