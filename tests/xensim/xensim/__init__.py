@@ -15,6 +15,8 @@ Layout (one concern per module):
 * ``rpcserver``   the server end of the C shim libraries
 * ``admin``       JSON control socket used by the CLI
 * ``fleet``       fleet spec parsing
+* ``xlsim``       the simulator's side of the simulated ``xl`` (``bin/xl``)
+* ``saveimage``   the xl save file format (writer and reader)
 * ``sim``         wires everything together
 * ``cli``         ``python3 -m xensim start|run|list|fault|stop``
 """
