@@ -399,3 +399,43 @@ def test_spec_rejects_unknown_xl_fault(tmp_path):
         fleet.normalise({"guests": [{"behaviour": "linux-pv", "xl_faults": {"explode": 1}}]})
     with pytest.raises(fleet.SpecError):
         fleet.normalise({"xl": {"nonsense": 1}})
+
+
+def test_suspend_timeout_comes_from_the_simulators_environment(make_sim, monkeypatch):
+    monkeypatch.setenv("XENSIM_XL_SUSPEND_TIMEOUT_MS", "250")
+    sim = make_sim(spec({"behaviour": "unresponsive", "name": "stuck"}))
+    assert sim.admin("xl", action="config")["suspend_timeout_ms"] == 250
+    r = xl(sim, "save", "stuck", os.path.join(sim.dir, "f"), check=1)
+    assert "guest didn't acknowledge suspend" in r.stderr
+    monkeypatch.delenv("XENSIM_XL_SUSPEND_TIMEOUT_MS")
+    assert make_sim(spec()).admin("xl", action="config")["suspend_timeout_ms"] == 60000
+
+
+def test_save_to_an_unwritable_path_fails_before_touching_the_guest(make_sim, tmp_path):
+    sim = make_sim(spec({"behaviour": "linux-pv", "name": "web"}))
+    before = beats_past(sim, "web", 1)
+    r = xl(sim, "save", "web", tmp_path / "no" / "such" / "dir", check=1)
+    assert "Failed to open temp file %s for writing" % (tmp_path / "no" / "such" / "dir") in r.stderr
+    d = by_name(sim, "web")
+    assert d["domid"] == before["domid"] and d["counters"].get("requests") is None
+
+
+def test_evtchn_save_fails_while_someone_else_holds_the_suspend_lock(make_sim, tmp_path):
+    import fcntl
+    sim = make_sim(spec({"behaviour": "xenlinux", "name": "old"}, {"behaviour": "hostile", "name": "bad"}))
+    d = beats_past(sim, "old", 1)
+    path = os.path.join(sim.env["XENSIM_RUN_DIR"], "suspend-evtchn-%d.lock" % d["domid"])
+    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, 0)   # e.g. the collection's own suspend
+        r = xl(sim, "save", "old", tmp_path / "f", check=1)
+        assert "Suspend event channel initialization failed" in r.stderr
+        assert by_name(sim, "old")["shutdown_code"] is None
+    finally:
+        os.unlink(path)
+        os.close(fd)
+    xl(sim, "save", "old", tmp_path / "f", check=0)
+    # a guest advertising a port that is not one (hostile "12abc\x01") cannot be saved
+    r = xl(sim, "save", "bad", tmp_path / "g", check=1)
+    assert "Suspend event channel initialization failed" in r.stderr
+    assert by_name(sim, "bad")["shutdown_code"] is None
