@@ -439,3 +439,31 @@ def test_evtchn_save_fails_while_someone_else_holds_the_suspend_lock(make_sim, t
     r = xl(sim, "save", "bad", tmp_path / "g", check=1)
     assert "Suspend event channel initialization failed" in r.stderr
     assert by_name(sim, "bad")["shutdown_code"] is None
+
+
+@pytest.mark.parametrize("behaviour", ["linux-pv", "xenlinux"])
+def test_a_restored_guest_can_be_saved_and_restored_again(make_sim, tmp_path, behaviour):
+    sim = make_sim(spec({"behaviour": behaviour, "name": "web"}))
+    beats_past(sim, "web", 2)
+    xl(sim, "save", "web", tmp_path / "one", check=0)
+    xl(sim, "restore", "-e", tmp_path / "one", check=0)
+    first = image_state(tmp_path / "one")[2]["heartbeat"]
+    beats_past(sim, "web", first + 2)
+    xl(sim, "save", "web", tmp_path / "two", check=0)
+    second = image_state(tmp_path / "two")[2]
+    assert second["heartbeat"] >= first + 2
+    assert second["counters"]["restores"] == 1 and second["counters"]["suspends"] == 2
+    xl(sim, "restore", "-e", tmp_path / "two", check=0)
+    assert by_name(sim, "web")["counters"]["restores"] == 2
+    beats_past(sim, "web", second["heartbeat"] + 2)
+
+
+def test_image_without_guest_memory_is_refused(make_sim, tmp_path):
+    sim = make_sim(spec())
+    header, _, _ = si.xl_header(si.domain_config_json("ghost", "6b2c7d9e-0000-4000-8000-000000000001",
+                                                      "pv", 16, 1))
+    stream = si.LIBXL_HDR.pack(si.LIBXL_IDENT, 2, 0) + si.record(si.REC_END)
+    (tmp_path / "empty").write_bytes(header + stream)
+    r = xl(sim, "restore", tmp_path / "empty", check=1)
+    assert "no guest memory in the stream" in r.stderr
+    wait_until(lambda: live_names(sim) == ["Domain-0"], msg="half-built domain destroyed")

@@ -46,12 +46,13 @@ REC_EMULATOR_CONTEXT = 3
 XC_IHDR = struct.Struct(">QIIH6x")
 XC_MARKER = 0xFFFFFFFFFFFFFFFF
 XC_ID = 0x58454E46                 # "XENF"
-XC_DHDR = struct.Struct("=IHHHH")
+XC_DHDR = struct.Struct("=IHHII")
 XC_DHDR_TYPE_X86_PV = 1
 XC_DHDR_TYPE_X86_HVM = 2
 XC_END = 0x00
 XC_PAGE_DATA = 0x01
 XC_X86_PV_INFO = 0x02
+XC_X86_PV_P2M_FRAMES = 0x03
 XC_X86_PV_VCPU_BASIC = 0x04
 XC_SHARED_INFO = 0x07
 XC_X86_TSC_INFO = 0x08
@@ -60,6 +61,9 @@ XC_HVM_PARAMS = 0x0A
 XC_STATIC_DATA_END = 0x10
 XC_X86_CPUID_POLICY = 0x11
 XC_X86_MSR_POLICY = 0x12
+
+XC_KNOWN = frozenset(range(0x00, 0x13))
+LIBXL_KNOWN = frozenset(range(0, 6))
 
 PAGE = 4096
 PAGES_PER_BATCH = 1024             # libxc's MAX_BATCH_SIZE
@@ -111,12 +115,17 @@ def stream_chunks(dtype, memory_mb, vcpus, state, pages_per_mib=1):
     yield record(REC_LIBXC_CONTEXT)
     yield XC_IHDR.pack(XC_MARKER, XC_ID, 3, 0)
     yield XC_DHDR.pack(XC_DHDR_TYPE_X86_HVM if hvm else XC_DHDR_TYPE_X86_PV, 12, 0, *XEN_VERSION)
+    npages = max(1, int(memory_mb * pages_per_mib))
     if not hvm:
-        yield record(XC_X86_PV_INFO, struct.pack("=BBxxxxxx", 8, 4))
+        yield record(XC_X86_PV_INFO, struct.pack("=BBHI", 8, 4, 0, 0))
     yield record(XC_X86_CPUID_POLICY, b"\0" * 48)
     yield record(XC_X86_MSR_POLICY, b"\0" * 16)
     yield record(XC_STATIC_DATA_END)
-    npages = max(1, int(memory_mb * pages_per_mib))
+    if not hvm:
+        # the p2m list: (start pfn, end pfn) and the frames holding it (512 entries a frame)
+        frames = (npages + 511) // 512
+        yield record(XC_X86_PV_P2M_FRAMES, struct.pack("=II", 0, npages - 1)
+                     + struct.pack("=%dQ" % frames, *range(0x100000, 0x100000 + frames)))
     pfn = 0
     while pfn < npages:
         count = min(PAGES_PER_BATCH, npages - pfn)
@@ -217,6 +226,8 @@ def _rec(r, what):
         body = r.exactly(length + _pad(length), what + " body")
     except Truncated:
         raise Truncated("Failed to read Record Data from stream")
+    if body[length:].strip(b"\0"):
+        raise StreamError("Padding containing non-zero bytes found")
     return rtype, body[:length]
 
 
@@ -237,7 +248,11 @@ def read_stream(f):
     while True:
         rtype, body = _rec(r, "libxl record")
         if rtype == REC_END:
+            if state is None:
+                raise StreamError("xc: error: no guest memory in the stream (nothing to restore)")
             return state, pages
+        if rtype not in LIBXL_KNOWN and not rtype & 0x80000000:
+            raise StreamError("Unrecognised record 0x%08x" % rtype)
         if rtype != REC_LIBXC_CONTEXT:
             continue
         # the libxc stream, inline
@@ -253,6 +268,8 @@ def read_stream(f):
                 xtype, xbody = _rec(r, "libxc record")
             except Truncated as e:
                 raise Truncated("xc: error: %s" % e.args[0])
+            if xtype not in XC_KNOWN:
+                raise StreamError("xc: error: Unrecognised record type 0x%x" % xtype)
             if xtype == XC_END:
                 break
             if xtype == XC_PAGE_DATA:

@@ -269,6 +269,8 @@ class XlSupport(object):
             return {"error_lines": [
                 "libxl: error: libxl_create.c: Domain %d:cannot (re-)build domain: -3" % domid,
                 "libxl: error: libxl_domain.c: Domain %d:Non-existant domain" % domid]}
+        if not state:
+            return {"error_lines": ["xc: error: no guest state in the image: cannot restore domain %d" % domid]}
         if state:
             cls = BEHAVIOURS.get(state.get("behaviour"))
             if cls is None:
