@@ -14,8 +14,9 @@ libxl-migration-stream.pandoc, docs/specs/libxc-migration-stream.pandoc):
   header (type, page shift, xen major/minor of the saving host), records (same framing) ending
   with its own END.
 
-What is simulated: the framing is real (Xen's own ``verify-stream-v2`` should be able to walk
-the libxl/libxc record structure); the record *contents* are plausible stand-ins.  Memory is
+What is simulated: the framing is real (Xen's own ``tools/python/scripts/verify-stream-v2 -f xl``
+accepts the PV and HVM images, checked by hand against Xen c447b730); the record *contents*
+are plausible stand-ins (zero pages, zeroed CPU state).  Memory is
 scaled down: ``pages_per_mib`` 4 KiB pages per MiB of guest memory (default 1, i.e. 1/256 of
 a real image), so a 1 GiB guest gives a ~4 MiB file.  The first page (pfn 0) carries the
 simulated guest's state (behaviour, parameters, heartbeat counter) as JSON: it is what the
