@@ -467,3 +467,21 @@ def test_image_without_guest_memory_is_refused(make_sim, tmp_path):
     r = xl(sim, "restore", tmp_path / "empty", check=1)
     assert "no guest memory in the stream" in r.stderr
     wait_until(lambda: live_names(sim) == ["Domain-0"], msg="half-built domain destroyed")
+
+
+def test_xl_killed_before_the_guest_answered_leaves_the_request_and_the_guest_suspends(make_sim, tmp_path):
+    sim = make_sim(spec({"behaviour": "slow", "name": "web", "quiesce_ms": 20, "jitter_ms": 0,
+                         "params": {"ack_delay_ms": 3000, "ack_jitter_ms": 0}}))
+    d = beats_past(sim, "web", 1)
+    node = "/local/domain/%d/control/shutdown" % d["domid"]
+    proc = subprocess.Popen(["xl", "save", "web", str(tmp_path / "f")], env=sim.subprocess_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: xs_read(sim, node) == "suspend", timeout=30, msg="suspend request written")
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    # nobody withdraws the request: the guest answers it later and suspends, and stays so
+    wait_until(lambda: by_name(sim, "web")["shutdown_code"] == 2, timeout=30, msg="guest suspended")
+    assert xs_read(sim, node) == ""
+    assert os.path.getsize(tmp_path / "f") < 4096            # only the xl header was written
