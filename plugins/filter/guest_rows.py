@@ -88,6 +88,10 @@ _value:
     outcome:
       description: The same, for people - resumed, or why not.
       type: str
+    notes:
+      description: The remarks of both modules about the guest (for example a fallback from the event channel to xenstore).
+      type: list
+      elements: str
 '''
 
 from ansible.errors import AnsibleFilterError
@@ -121,6 +125,7 @@ def _suspend_row(entry):
         "method": entry.get("method"),
         "suspend_seconds": None,
         "downtime_seconds": None,
+        "notes": list(entry.get("notes") or []),
     }
     if entry.get("error"):
         after = entry.get("after")
@@ -169,7 +174,7 @@ def guest_rows(suspend, resume=None, vanished=None, check_mode=False, resume_err
         row = by_key.get(_key(entry))
         if row is None:
             row = {"name": entry.get("name"), "uuid": entry.get("uuid"), "method": None,
-                   "suspend_seconds": None}
+                   "suspend_seconds": None, "notes": []}
             rows.append(row)
             by_key[_key(entry)] = row
         elif row["state"] == "failed":
@@ -180,12 +185,13 @@ def guest_rows(suspend, resume=None, vanished=None, check_mode=False, resume_err
             outcome = "%s; suspended late, then %s" % (row["outcome"].split(";")[0], outcome)
         if check_mode and state == "would_resume" and row.get("outcome") == "would suspend":
             outcome = "would suspend, then resume"
-        row.update(state=state, outcome=outcome, downtime_seconds=entry.get("downtime_seconds"))
+        row.update(state=state, outcome=outcome, downtime_seconds=entry.get("downtime_seconds"),
+                   notes=row["notes"] + [note for note in entry.get("notes") or [] if note not in row["notes"]])
     for entry in vanished or []:
         row = by_key.get(_key(entry))
         if row is None:
             row = {"name": entry.get("name"), "uuid": entry.get("uuid"), "method": None,
-                   "suspend_seconds": None}
+                   "suspend_seconds": None, "notes": []}
             rows.append(row)
         row.update(state="vanished", downtime_seconds=None,
                    outcome="VANISHED while suspended (destroyed, or lost in a dom0 reboot)")

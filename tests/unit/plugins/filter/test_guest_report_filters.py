@@ -30,7 +30,13 @@ def by_name(rows):
 def test_a_suspended_and_resumed_guest_has_method_times_and_downtime():
     rows = guest_rows([suspended("web-1")], resume=[resumed("web-1", downtime_seconds=62.5)])
     assert rows == [{"name": "web-1", "uuid": "uuid-web-1", "method": "xenstore", "suspend_seconds": 0.31,
-                     "downtime_seconds": 62.5, "state": "resumed", "outcome": "resumed"}]
+                     "downtime_seconds": 62.5, "state": "resumed", "outcome": "resumed", "notes": []}]
+
+
+def test_notes_of_both_modules_are_kept():
+    rows = guest_rows([suspended("win-1", notes=["node re-created"])],
+                      resume=[resumed("win-1", notes=["monitor continued"])])
+    assert rows[0]["notes"] == ["node re-created", "monitor continued"]
 
 
 def test_downtime_is_unknown_when_the_resume_does_not_report_it():
