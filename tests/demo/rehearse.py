@@ -16,10 +16,12 @@ your own fleet.
    become (a play's `become: true` is overridden), the ledger (xen_suspend_ledger_path) and Xen
    run directory (xen_suspend_xen_run_dir and each role's *_xen_run_dir) in a temporary
    directory;
-3. run `ansible-playbook -i THAT_INVENTORY PLAYBOOK ARGS` - or, with TASKS,
-   `ansible-playbook xen.suspend.maintenance -e host_maintenance_tasks_file=TASKS ARGS` - with
-   this checkout as the collection xen.suspend and the simulator's XENSTORED_PATH and
-   LD_LIBRARY_PATH in its environment, which the modules inherit;
+3. run `ansible-playbook -i THAT_INVENTORY PLAYBOOK ARGS` in the playbook's directory (its
+   ansible.cfg applies, as in an AWX project) - or, with TASKS, `ansible-playbook
+   xen.suspend.maintenance -e host_maintenance_tasks_file=TASKS ARGS` - with this checkout as
+   the collection xen.suspend (ahead of the caller's collections path), the caller's other
+   ANSIBLE_* settings, and the simulator's XENSTORED_PATH and LD_LIBRARY_PATH in its
+   environment, which the modules inherit;
 4. report which guests the simulated hypervisor still holds suspended, stop the simulator and
    remove the temporary directory (--keep keeps it).
 
@@ -64,13 +66,14 @@ def main(argv=None):
         if not os.path.isfile(playbook):
             parser.error("no playbook at %s" % playbook)
         command = [playbook]
+    cwd = os.path.dirname(os.path.abspath(args.playbook)) if args.playbook else os.getcwd()
     sys.stdout.reconfigure(line_buffering=True)
     try:
-        with SimulatedDom0(args.fleet, group=args.group, keep=args.keep) as dom0:
+        with SimulatedDom0(args.fleet, group=args.group, keep=args.keep, isolate=False) as dom0:
             print("== simulated dom0 up: fleet %s, %d guests; inventory %s (host dom0-sim, group %s)" % (
                 args.fleet, len(dom0.list_domains()) - 1, dom0.inventory, args.group))
             print("== ansible-playbook -i %s %s" % (dom0.inventory, " ".join(shlex.quote(a) for a in command + extra)))
-            rc = dom0.playbook(command + extra, cwd=os.getcwd())
+            rc = dom0.playbook(command + extra, cwd=cwd)
             domains = dom0.list_domains()
             left = sorted(name for name, d in domains.items() if d.get("shutdown_code") == SHUTDOWN_SUSPEND)
             running = sorted(name for name, d in domains.items()

@@ -38,6 +38,13 @@ def _on_signal(signum, _frame):
     raise Interrupted("signal %d" % signum)
 
 
+def _writable(path):
+    """Whether Ansible could use (or create) the directory ``path``."""
+    if os.path.exists(path):
+        return os.access(path, os.W_OK)
+    return os.access(os.path.dirname(path.rstrip("/")) or "/", os.W_OK)
+
+
 def xensim(*args, **kwargs):
     env = dict(os.environ, PYTHONPATH=XENSIM_ROOT)
     return subprocess.run([sys.executable, "-m", "xensim"] + list(args), env=env, check=False,
@@ -47,10 +54,13 @@ def xensim(*args, **kwargs):
 class SimulatedDom0(object):
     """``with SimulatedDom0(fleet) as dom0: dom0.playbook([...])``."""
 
-    def __init__(self, fleet, group="xen_dom0", keep=False):
+    def __init__(self, fleet, group="xen_dom0", keep=False, isolate=True):
         self.fleet = os.path.abspath(fleet)
         self.group = group
         self.keep = keep
+        # isolate: ignore the caller's ANSIBLE_* settings (the demo). A rehearsal keeps them (a
+        # vault password file, callbacks, more collections ...) and only adds what it needs.
+        self.isolate = isolate
         self.env = None
         # Short: the simulator's Unix socket paths must stay under 108 bytes.
         self.workdir = tempfile.mkdtemp(prefix="xssim-", dir="/tmp")
@@ -135,15 +145,23 @@ class SimulatedDom0(object):
     def ansible_env(self, extra=None):
         env = dict(os.environ)
         for name in list(env):   # nothing from the caller's shell may point elsewhere
-            if name.startswith(("XENSIM_", "XENSTORED_", "ANSIBLE_")) or name == "LD_LIBRARY_PATH":
+            if (name.startswith(("XENSIM_", "XENSTORED_")) or name == "LD_LIBRARY_PATH"
+                    or (self.isolate and name.startswith("ANSIBLE_"))):
                 del env[name]
+        home = env.get("ANSIBLE_HOME") or os.path.expanduser("~/.ansible")
+        if self.isolate or not _writable(home):
+            home = env["ANSIBLE_HOME"] = os.path.join(self.workdir, "ansible-home")
+        # This checkout first, then the collections the caller would otherwise see.
+        collections = [self._collections]
+        if not self.isolate:
+            collections.append(env.get("ANSIBLE_COLLECTIONS_PATH")
+                               or os.pathsep.join([os.path.join(home, "collections"), "/usr/share/ansible/collections"]))
         env.update(
             # With the local connection the modules inherit this environment: a playbook without
             # `environment:` reaches the simulator too.
             self.module_env(),
             PATH=BIN + os.pathsep + os.environ.get("PATH", ""),
-            ANSIBLE_COLLECTIONS_PATH=self._collections,
-            ANSIBLE_HOME=os.path.join(self.workdir, "ansible-home"),
+            ANSIBLE_COLLECTIONS_PATH=os.pathsep.join(collections),
             ANSIBLE_LOCAL_TEMP=os.path.join(self.workdir, "ansible-local"),
             ANSIBLE_REMOTE_TEMP=os.path.join(self.workdir, "ansible-remote"),
             ANSIBLE_LOCALHOST_WARNING="False",

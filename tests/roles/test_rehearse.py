@@ -40,6 +40,9 @@ PLAYBOOK = """\
     - name: Patch
       ansible.builtin.debug:
         msg: "patching while {{ my_suspend.suspended | join(',') }} are suspended"
+    - name: A role of my project (found through the ansible.cfg next to this playbook)
+      ansible.builtin.include_role:
+        name: my_checks
 %s
 """
 RESUME = """\
@@ -72,10 +75,14 @@ def rehearse(*args, cwd=None):
 
 def test_rehearse_runs_my_playbook_on_my_fleet(files, tmp_path):
     fleet = files("fleet.yaml", FLEET)
+    files("ansible.cfg", "[defaults]\nroles_path = ./my-roles\n")
+    (tmp_path / "my-roles" / "my_checks" / "tasks").mkdir(parents=True)
+    files("my-roles/my_checks/tasks/main.yml", "- name: My check\n  ansible.builtin.debug:\n    msg: my project's role ran\n")
     good = files("site.yml", PLAYBOOK % RESUME)
     rc, out = rehearse("--fleet", fleet, "--playbook", good)
     assert rc == 0, out
     assert "patching while web-1,web-2,appliance are suspended" in out, out
+    assert "my project's role ran" in out, out
     assert "3 guests running, left suspended: none" in out, out
     inventory = re.search(r"inventory (\S+/inventory\.yml)", out).group(1)
     assert not os.path.exists(os.path.dirname(inventory)), "temporary directory left behind"
