@@ -1,6 +1,7 @@
-# make demo   the main job against the simulated dom0 (no root needed)
-# make test   every test; installs what it needs (host packages need root, see `deps`)
-# make bench  the benchmarks
+# make demo      xen.suspend.maintenance against the simulated dom0 (no root needed)
+# make rehearse  your playbook (PLAYBOOK=) or maintenance tasks file (TASKS=) against a simulated dom0 with your fleet (FLEET=)
+# make test      every test; installs what it needs (host packages need root, see `deps`)
+# make bench     the benchmarks
 SHELL := /bin/bash
 VENV ?= .venv
 PYTHON ?= python3
@@ -14,7 +15,7 @@ PYTEST := $(PY) -m pytest -p no:cacheprovider -ra
 .PHONY: test deps venv gates test-xen clean-images help
 
 help:
-	@sed -n '1,3p' Makefile
+	@sed -n '1,4p' Makefile
 
 deps:
 	@missing=$$(for p in $(HOST_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
@@ -52,11 +53,20 @@ test-xen: deps venv
 clean-images:
 	rm -rf $${XEN_SUSPEND_CACHE:-$$HOME/.cache/xen-suspend}/images
 
-# The maintenance playbook against a simulated dom0 of 55 guests, then a per-guest summary
+# xen.suspend.maintenance against a simulated dom0 of 55 guests, then the roles' per-guest table
 # (tests/demo). Needs gcc for the simulator's shim libraries; no root.
-.PHONY: demo bench
+.PHONY: demo bench rehearse
 demo: venv
 	$(PY) tests/demo/run_demo.py
+
+# Your playbook, or your maintenance tasks file run by xen.suspend.maintenance, against a simulated
+# dom0 with your fleet spec (tests/xensim/README.md); no root. ARGS: more ansible-playbook
+# arguments, GROUP: the inventory group (default xen_dom0), KEEP=1 keeps the temporary directory.
+rehearse: venv
+	@if [ -z "$(FLEET)" ] || [ -z "$(PLAYBOOK)$(TASKS)" ]; then \
+	  echo "usage: make rehearse FLEET=fleet.yaml PLAYBOOK=site.yml|TASKS=maintenance.yml [GROUP=xen_dom0] [ARGS='-e k=v --check'] [KEEP=1]" >&2; exit 2; fi
+	$(PY) tests/demo/rehearse.py --fleet '$(FLEET)' $(if $(PLAYBOOK),--playbook '$(PLAYBOOK)') $(if $(TASKS),--tasks '$(TASKS)') \
+	  $(if $(GROUP),--group '$(GROUP)') $(if $(KEEP),--keep) --args='$(ARGS)'
 
 # Fleet versus one-domain-at-a-time suspend/resume of 10, 100 and 500 simulated guests
 # (tests/bench); its last line is machine-readable. A few minutes.

@@ -264,7 +264,8 @@ def test_bad_operator_input_touches_no_guest(make_dom0, controller):
                          extra_vars={"host_maintenance_tasks_file": ROLLING_TASKS, "fleet_suspend_method": "hibernate",
                                      "fleet_suspend_timeout": "soon"})
     assert run.rc == 2, run
-    validation = run.results(host="dom0-m", role="fleet_suspend", event="failed")
+    # (host_maintenance checks both fleet roles' options before it suspends anything)
+    validation = run.results(host="dom0-m", role="host_maintenance", event="failed")
     assert validation and "Validation of arguments failed" in validation[0]["result"]["msg"]
     assert "fleet_suspend_method" in validation[0]["result"]["msg"]
     assert "fleet_suspend_timeout" in validation[0]["result"]["msg"]
