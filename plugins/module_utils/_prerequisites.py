@@ -146,8 +146,8 @@ def problems(report):
     libs = report["libraries"]
     for lib in libs["checked"]:
         if not lib["ok"]:
-            found.append("%s cannot be loaded (%s); it comes with the Xen tools of the running hypervisor "
-                         "(%s)" % (lib["name"], lib["error"], lib["package"]))
+            found.append("%s cannot be loaded (%s); it comes with the Xen tools of the running hypervisor: "
+                         "%s" % (lib["name"], lib["error"], lib["package"]))
     if not report["xenstored"]["ok"]:
         found.append("xenstored does not answer: %s" % report["xenstored"]["error"])
     toolstack = report["toolstack"]
