@@ -238,6 +238,7 @@ recovery:
     - C(actions) has one item per ledger entry, with C(name), C(uuid), C(action) (V(settled),
       V(withdrawn) or V(left_for_resume)), C(reason) (why the entry would leave the ledger) and
       C(detail).
+    - V(null) when O(gather) lacks V(domains).
   returned: always
   type: dict
 xen_version:
@@ -246,6 +247,8 @@ xen_version:
   type: str
   sample: "4.17"
 '''
+
+import traceback
 
 from ansible_collections.xen.suspend.plugins.module_utils import _prerequisites, _toolstack
 from ansible_collections.xen.suspend.plugins.module_utils._argument_spec import service_domains_argument_spec
@@ -281,7 +284,7 @@ class DomainInfoModule(XenSuspendModule):
 
     def dependencies_required(self):
         # A prerequisite check alone reports missing cffi and pyxs instead of failing on them.
-        return self.gathers("domains") or self.gathers("service_domains")
+        return set(self.params.get("gather") or []) != set(["prerequisites"])
 
     def prepare(self):
         self.targets = self.selectors("domains")
@@ -295,7 +298,10 @@ class DomainInfoModule(XenSuspendModule):
         if self.dependencies_required():
             return super(DomainInfoModule, self).run()
         # gather: [prerequisites] only: no backends (they may be what is missing)
-        prerequisites = _prerequisites.check(self.params["sysfs_dir"], self.params["xenstore_timeout"])
+        try:
+            prerequisites = _prerequisites.check(self.params["sysfs_dir"], self.params["xenstore_timeout"])
+        except Exception as exc:  # a bug: still a task failure with the traceback
+            self.module.fail_json(msg="unexpected error: %s" % exc, exception=traceback.format_exc())
         self.module.exit_json(changed=False, domains=[], vanished=[], recovery=None, ledger_error=None,
                               xen_version=None, prerequisites=prerequisites)
 

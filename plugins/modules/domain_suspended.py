@@ -356,7 +356,7 @@ class DomainSuspendedModule(XenSuspendModule):
             backends, method=params["method"], ack_timeout=params["ack_timeout"],
             timeout=params["timeout"], parallel=params["parallel"],
             continue_on_error=params["continue_on_error"], check_mode=self.check_mode)
-        records = self.inventory(backends, [selectors, exclude, protected])
+        records = self.inventory(backends, [selectors, exclude, protected, self.selectors("allow_service_domains")])
         self.mark_refusals(backends, records)
         selection = select_targets(records, selectors, exclude, protected)
         # Every check before anything is touched: targets above, then the ledger.

@@ -140,3 +140,12 @@ def test_domain_info_flags_service_domains_and_gathers_them(tmp_path, monkeypatc
                          world.backends(tmp_path), monkeypatch, capsys)
     domains = dict((d["name"], d) for d in allowed.result["domains"])
     assert domains["web-dm"]["protected"] is False and domains["web-dm"]["service_domain"]
+
+
+def test_allow_by_name_works_when_the_targets_need_no_names(tmp_path, monkeypatch, capsys):
+    world = service_world()
+    run = run_module(domain_suspended.main,
+                     args(tmp_path, domains=["domid:5"], allow_service_domains=["netback"]),
+                     world.backends(tmp_path), monkeypatch, capsys)
+    assert not run.failed, run.result
+    assert run.result["suspended"] == ["netback"]
