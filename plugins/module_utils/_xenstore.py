@@ -132,7 +132,7 @@ def parse_perms(payload):
     """XS_GET_PERMS' reply (``n0\0r5\0``) as a list of (letter, domid), owner first; the
     first entry's letter is what every domain not listed may do. Raises XenstoreError for a
     reply that is not a permission list."""
-    items = [item for item in payload.rstrip(NUL).split(NUL)]
+    items = payload.rstrip(NUL).split(NUL)
     if not items or not all(_PERM_RE.match(item) for item in items):
         raise XenstoreError("unexpected permissions %r" % payload[:64], op="get_perms")
     return [(item[:1].decode("ascii"), int(item[1:])) for item in items]

@@ -53,9 +53,12 @@ def interpreters(tmp_path):
     return paths
 
 
+def fake_functions(fake):
+    return {"has_respawned": fake.has_respawned, "probe": fake.probe, "respawn": fake.respawn}
+
+
 def install(monkeypatch, fake, candidates, missing=("cffi",)):
-    monkeypatch.setattr(_module_base, "RESPAWN", {"has_respawned": fake.has_respawned, "probe": fake.probe,
-                                                 "respawn": fake.respawn})
+    monkeypatch.setattr(_module_base, "RESPAWN", fake_functions(fake))
     for name in missing:
         monkeypatch.setattr(_module_base, "HAS_CFFI" if name == "cffi" else "HAS_PYXS", False)
     monkeypatch.setattr(_module_base, "RESPAWN_INTERPRETERS", tuple(candidates))
@@ -94,8 +97,7 @@ def test_no_respawn_after_a_respawn_fails_with_the_install_hint(interpreters, tm
     fake = FakeRespawn({interpreters["python3"]: ["cffi", "pyxs"]}, respawned=True)
     world = World()
     world.add_domain(3, "web1")
-    monkeypatch.setattr(_module_base, "RESPAWN", {"has_respawned": fake.has_respawned, "probe": fake.probe,
-                                                 "respawn": fake.respawn})
+    monkeypatch.setattr(_module_base, "RESPAWN", fake_functions(fake))
     monkeypatch.setattr(_module_base, "HAS_PYXS", False)
     run = run_module(domain_suspended.main, {"domains": ["web1"], "ledger": str(tmp_path / "l.json")},
                      world.backends(tmp_path), monkeypatch, capsys)
@@ -107,8 +109,7 @@ def test_no_capable_interpreter_fails_with_the_install_hint(interpreters, tmp_pa
     fake = FakeRespawn({interpreters["python3"]: ["pyxs"]})
     world = World()
     world.add_domain(3, "web1")
-    monkeypatch.setattr(_module_base, "RESPAWN", {"has_respawned": fake.has_respawned, "probe": fake.probe,
-                                                 "respawn": fake.respawn})
+    monkeypatch.setattr(_module_base, "RESPAWN", fake_functions(fake))
     monkeypatch.setattr(_module_base, "HAS_CFFI", False)
     # run_module empties RESPAWN_INTERPRETERS; call the check directly with candidates instead
     assert _module_base.respawn_interpreter(["cffi"], candidates=[interpreters["python3"]],
