@@ -45,6 +45,9 @@ notes:
     running Xen version) and to xenstored through pyxs.
   - The xenstored socket is taken from E(XENSTORED_PATH), else E(XENSTORED_RUNDIR)C(/socket), else
     C(/var/run/xenstored/socket); without a socket the xenbus device C(/dev/xen/xenbus) is used.
+  - When the Python interpreter the module runs under lacks cffi or pyxs (for example a
+    virtualenv as C(ansible_python_interpreter)), the module runs itself once more under the dom0's
+    system Python (C(/usr/bin/python3), C(/usr/libexec/platform-python), ...) if that one has both.
 requirements:
   - Python 3.8 or later on the dom0
   - cffi (Debian package C(python3-cffi))
