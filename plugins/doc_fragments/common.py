@@ -46,6 +46,9 @@ notes:
     running Xen version) and to xenstored through pyxs.
   - The xenstored socket is taken from E(XENSTORED_PATH), else E(XENSTORED_RUNDIR)C(/socket), else
     C(/var/run/xenstored/socket); without a socket the xenbus device C(/dev/xen/xenbus) is used.
+  - When the Python interpreter the module runs under lacks cffi or pyxs (for example a
+    virtualenv as C(ansible_python_interpreter)), the module runs itself once more under the dom0's
+    system Python (C(/usr/bin/python3), C(/usr/libexec/platform-python), ...) if that one has both.
 requirements:
   - Python 3.8 or later on the dom0
   - cffi (Debian package C(python3-cffi))
@@ -65,4 +68,38 @@ attributes:
     description: Target OS/families that can be operated against.
     support: full
     platforms: posix
+'''
+
+    # _argument_spec.service_domains_argument_spec()
+    SERVICE_DOMAINS = r'''
+options:
+  allow_service_domains:
+    description:
+      - Service domains that may be acted on anyway, as names, domids, UUIDs or shell patterns on
+        names.
+      - A service domain serves other domains, and suspending it takes their devices away while they
+        run. The modules find them in xenstore and refuse them like dom0. These are device-model stub
+        domains (C(~/target) exists, or another domain's C(~/image/device-model-domid) names them)
+        and driver domains (C(~/backend) has children). Only dom0 can write these nodes.
+      - A selector here that matches no service domain only warns.
+    type: list
+    elements: str
+    default: []
+'''
+
+    # _argument_spec.toolstack_argument_spec()
+    TOOLSTACK = r'''
+options:
+  allow_other_toolstack:
+    description:
+      - Act even though another toolstack manages the host or the domain.
+      - A host managed by XAPI (XenServer, XCP-ng) is refused by default. Evidence is
+        C(/etc/xensource-inventory) or a running C(xapi) process.
+      - Domains that libvirt's libxl driver runs are refused by default. They are listed in
+        C(/run/libvirt/libxl/<name>.xml). When C(virtxend) runs but that directory cannot be read,
+        the whole host is refused.
+      - The refusal happens before anything is touched (error kind C(other_toolstack), or
+        C(invalid_target) for a domain named explicitly).
+    type: bool
+    default: false
 '''

@@ -20,3 +20,13 @@ def common_argument_spec():
         xenstore_timeout=dict(type="float", default=DEFAULT_TIMEOUT),
         protected=dict(type="list", elements="str", default=[]),
     )
+
+
+def service_domains_argument_spec():
+    """``allow_service_domains``, documented by ``xen.suspend.common.service_domains``."""
+    return dict(allow_service_domains=dict(type="list", elements="str", default=[]))
+
+
+def toolstack_argument_spec():
+    """``allow_other_toolstack``, documented by ``xen.suspend.common.toolstack``."""
+    return dict(allow_other_toolstack=dict(type="bool", default=False))

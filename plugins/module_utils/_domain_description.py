@@ -11,6 +11,35 @@ from ansible_collections.xen.suspend.plugins.module_utils._inventory import (
     domain_type, hvm_params, read_control, suspend_event_channel)
 from ansible_collections.xen.suspend.plugins.module_utils._suspend_method import AUTO, choose_method
 from ansible_collections.xen.suspend.plugins.module_utils._targets import refusal
+from ansible_collections.xen.suspend.plugins.module_utils._xenstore import domain_path, may_write
+
+
+def control_shutdown_path(record):
+    return domain_path(record.domid, "control/shutdown")
+
+
+def prefetch_control_permissions(xenstore, records):
+    """The permissions of every guest's ~/control/shutdown in one pipelined batch, kept on the
+    records for describe_domain()."""
+    guests = [record for record in records if record.domid != 0]
+    outcomes = xenstore.get_perms_many([control_shutdown_path(record) for record in guests])
+    for record, outcome in zip(guests, outcomes):
+        record.xs_trips += 1
+        record.control_shutdown_perms = outcome
+
+
+def _control_permissions(description, record):
+    """Fill in whether the guest may answer on ~/control/shutdown (see prefetch_control_permissions)."""
+    outcome = getattr(record, "control_shutdown_perms", None)
+    if outcome is None:
+        return
+    if outcome.error is not None:
+        description["errors"].append("cannot read the permissions of ~/control/shutdown: %s" % outcome.error)
+        return
+    if outcome.value is None:  # no node: the modules create it owned by the guest
+        return
+    description["control_shutdown_permissions"] = ",".join("%s%d" % item for item in outcome.value)
+    description["control_shutdown_guest_writable"] = may_write(outcome.value, record.domid)
 
 
 def describe_domain(backends, record, ledger_entry, protected):
@@ -32,6 +61,9 @@ def describe_domain(backends, record, ledger_entry, protected):
         "suspend_event_channel": None,
         "feature_suspend": None,
         "control_shutdown": None,
+        "control_shutdown_guest_writable": None,
+        "control_shutdown_permissions": None,
+        "service_domain": getattr(record, "service_domain", None),
         "pv_drivers": None,
         "hvm_callback_irq": None,
         "acpi_s_state": None,
@@ -62,6 +94,7 @@ def describe_domain(backends, record, ledger_entry, protected):
                                                 "status": port_reason}
         description["feature_suspend"] = read_control(xs, record, "feature-suspend")
         description["control_shutdown"] = read_control(xs, record, "shutdown")
+        _control_permissions(description, record)
         try:
             choice = choose_method(AUTO, info.hvm_guest, lambda: description["type"], port,
                                    port_reason, callback_irq, s_state)

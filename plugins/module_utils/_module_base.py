@@ -11,9 +11,12 @@ turns every XenSuspendError into a failure that names the domain and the phase.
 """
 
 import os
+import sys
 import traceback
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.common.respawn import (
+    has_respawned, probe_interpreters_for_module, respawn_module)
 
 from ansible_collections.xen.suspend.plugins.module_utils._argument_spec import common_argument_spec
 from ansible_collections.xen.suspend.plugins.module_utils._backends import open_backends
@@ -22,6 +25,9 @@ from ansible_collections.xen.suspend.plugins.module_utils._errors import (
 from ansible_collections.xen.suspend.plugins.module_utils._interruption import Interruption
 from ansible_collections.xen.suspend.plugins.module_utils._inventory import list_records, read_names
 from ansible_collections.xen.suspend.plugins.module_utils._recovery import recover
+from ansible_collections.xen.suspend.plugins.module_utils._service_domains import (
+    find_service_domains, mark_records as mark_service_domains)
+from ansible_collections.xen.suspend.plugins.module_utils import _toolstack
 from ansible_collections.xen.suspend.plugins.module_utils._targets import (
     needs_names, parse_selectors)
 from ansible_collections.xen.suspend.plugins.module_utils._xen_libraries import (
@@ -31,6 +37,29 @@ from ansible_collections.xen.suspend.plugins.module_utils._xenstore import (
 
 # Replaced by unit tests (and usable by a harness) to hand the modules other backends.
 BACKENDS_FACTORY = open_backends
+
+# Where the dom0's own python3 (with the distribution's python3-cffi and python3-pyxs) may be,
+# when the interpreter Ansible uses lacks them (a virtualenv as ansible_python_interpreter).
+RESPAWN_INTERPRETERS = ("/usr/bin/python3", "/usr/libexec/platform-python", "/usr/local/bin/python3",
+                        "/usr/bin/python")
+
+# The respawn functions, replaceable by unit tests (respawning needs an AnsiballZ payload).
+RESPAWN = {"has_respawned": has_respawned, "probe": probe_interpreters_for_module,
+           "respawn": respawn_module}
+
+
+def respawn_interpreter(missing, candidates=None, probe=None, executable=None):
+    """The first candidate interpreter (not this one) that imports every module in
+    ``missing``, or None."""
+    candidates = RESPAWN_INTERPRETERS if candidates is None else candidates
+    probe = RESPAWN["probe"] if probe is None else probe
+    here = os.path.realpath(executable or sys.executable)
+    for path in candidates:
+        if not os.path.exists(path) or os.path.realpath(path) == here:
+            continue
+        if all(probe([path], name) for name in missing):
+            return path
+    return None
 
 
 def _exception_text(exc):
@@ -55,7 +84,21 @@ class XenSuspendModule(object):
 
     # -- dependencies --------------------------------------------------------------------------
 
+    def dependencies_required(self):
+        """False lets a module run without cffi or pyxs (a prerequisite report)."""
+        return True
+
     def _check_python_dependencies(self):
+        missing = [name for present, name in ((HAS_CFFI, "cffi"), (HAS_PYXS, "pyxs")) if not present]
+        if not missing:
+            return
+        # Respawned once at most: the respawned process never respawns again.
+        if not RESPAWN["has_respawned"]():
+            interpreter = respawn_interpreter(missing)
+            if interpreter is not None:
+                RESPAWN["respawn"](interpreter)  # exits with the respawned module's status
+        if not self.dependencies_required():
+            return
         for present, library, error, hint in (
                 (HAS_CFFI, "cffi", CFFI_IMPORT_ERROR, CFFI_INSTALL_HINT),
                 (HAS_PYXS, "pyxs", PYXS_IMPORT_ERROR, PYXS_INSTALL_HINT)):
@@ -71,7 +114,7 @@ class XenSuspendModule(object):
 
     def inventory(self, backends, selector_lists, all_names=False):
         """Every domain; names read for all of them only when some selector needs names."""
-        names_needed = all_names or needs_names(selector_lists)
+        names_needed = all_names or needs_names(selector_lists) or self.toolstack_needs_names()
         return list_records(backends.xenctrl, backends.xenstore,
                             names_for=None if names_needed else set())
 
@@ -81,6 +124,37 @@ class XenSuspendModule(object):
 
     def warn(self, message):
         self.module.warn(message)
+
+    # -- what must never be touched: service domains, another toolstack's domains ---------------
+
+    def check_toolstack(self):
+        """Before anything is opened: refuse a host run by another toolstack (TargetError),
+        unless allow_other_toolstack. Keeps what was found for mark_refusals()."""
+        allow = bool(self.params.get("allow_other_toolstack"))
+        self.toolstack = _toolstack.detect()
+        _toolstack.check_host(self.toolstack, allow)
+        for message in _toolstack.warnings(self.toolstack, allow):
+            self.warn(message)
+        return self.toolstack
+
+    def toolstack_needs_names(self):
+        toolstack = getattr(self, "toolstack", None)
+        return bool(toolstack is not None and toolstack.libvirt_domains
+                    and not self.params.get("allow_other_toolstack"))
+
+    def mark_refusals(self, backends, records):
+        """Mark the service domains and another toolstack's domains among ``records`` (see
+        _targets.refusal), before targets are selected; returns the ServiceDomains found."""
+        found = find_service_domains(backends.xenstore, records)
+        allowed = self.selectors("allow_service_domains") if "allow_service_domains" in self.params else []
+        idle = mark_service_domains(records, found, allowed)
+        if idle:
+            self.warn("allow_service_domains: %s match%s no service domain" % (
+                ", ".join(repr(selector.text) for selector in idle), "" if len(idle) > 1 else "es"))
+        toolstack = getattr(self, "toolstack", None)
+        if toolstack is not None:
+            _toolstack.mark_records(records, toolstack, bool(self.params.get("allow_other_toolstack")))
+        return found
 
     def recover(self, backends, entries, skip=()):
         """Settle what stopped runs left in ``entries`` (see _recovery); only reports in check

@@ -122,6 +122,10 @@ def refusal(record, protected):
         return "dom0 (the control domain) is never suspended or resumed"
     if record.xenstore_domain:
         return "it is the xenstore domain"
+    # service domains, domains of another toolstack (_service_domains, _toolstack)
+    refusals = getattr(record, "refusals", None)
+    if refusals:
+        return "; ".join(refusals)
     for selector in protected:
         if selector.matches(record):
             return "it is protected (matches %r)" % selector.text

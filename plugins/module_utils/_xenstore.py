@@ -81,19 +81,19 @@ _LIVENESS_SLICE = 0.2
 PIPELINE_DEPTH = 64
 
 _OP_NAMES = {
-    1: "directory", 2: "read", 4: "watch", 5: "unwatch", 6: "transaction_start",
+    1: "directory", 2: "read", 3: "get_perms", 4: "watch", 5: "unwatch", 6: "transaction_start",
     7: "transaction_end", 11: "write", 12: "mkdir", 13: "rm", 18: "resume",
 }
 
 # Wire op numbers needed without pyxs' Op (None when pyxs is missing).
-_XS_DIRECTORY, _XS_READ, _XS_WATCH, _XS_UNWATCH = 1, 2, 4, 5
+_XS_DIRECTORY, _XS_READ, _XS_GET_PERMS, _XS_WATCH, _XS_UNWATCH = 1, 2, 3, 4, 5
 
 # A request whose reply had not come when the connection was lost is sent once more on the new
 # connection only when that cannot do anything twice: a read or a directory listing outside a
 # transaction, or a watch (it lived on the connection that is gone, so it cannot be doubled).
 # Anything else (write, rm, a transaction step, XS_RESUME) may or may not have been carried out:
 # it fails with XenstoreConnectionLost, as without reconnecting.
-_RETRY_AFTER_RECONNECT = frozenset([_XS_DIRECTORY, _XS_READ, _XS_WATCH])
+_RETRY_AFTER_RECONNECT = frozenset([_XS_DIRECTORY, _XS_READ, _XS_GET_PERMS, _XS_WATCH])
 
 # Pause between connection attempts while a restarting xenstored's socket is absent.
 _RECONNECT_INTERVAL = 0.05
@@ -126,6 +126,31 @@ def domain_path(domid, relative=""):
     if relative:
         base += "/" + relative
     return base.encode("ascii")
+
+
+def parse_perms(payload):
+    """XS_GET_PERMS' reply (``n0\0r5\0``) as a list of (letter, domid), owner first; the
+    first entry's letter is what every domain not listed may do. Raises XenstoreError for a
+    reply that is not a permission list."""
+    items = payload.rstrip(NUL).split(NUL)
+    if not items or not all(_PERM_RE.match(item) for item in items):
+        raise XenstoreError("unexpected permissions %r" % payload[:64], op="get_perms")
+    return [(item[:1].decode("ascii"), int(item[1:])) for item in items]
+
+
+def may_write(perms, domid):
+    """Whether ``domid`` may write a node with permissions ``perms`` (parse_perms), as
+    xenstored decides for an unprivileged domain: the owner may do anything, a domain listed
+    after the owner has its own letter, anyone else the owner entry's letter."""
+    if not perms:
+        return False
+    owner_letter, owner = perms[0]
+    if owner == domid:
+        return True
+    for letter, listed in perms[1:]:
+        if listed == domid:
+            return letter in ("w", "b")
+    return owner_letter in ("w", "b")
 
 
 class WakingQueue(queue.Queue):
@@ -731,6 +756,45 @@ class XenstoreClient(object):
             raise
         payload = payload.rstrip(NUL)
         return payload.split(NUL) if payload else []
+
+    def get_perms(self, path, tx_id=0):
+        """XS_GET_PERMS: the node's permissions as parse_perms() returns them, None when the
+        node does not exist."""
+        self._check_path(path)
+        try:
+            payload = self._request(_XS_GET_PERMS, path + NUL, tx_id=tx_id, path=path)
+        except XenstoreError as exc:
+            if exc.errno == errno.ENOENT:
+                return None
+            raise
+        return parse_perms(payload)
+
+    def directory_many(self, paths):
+        """directory() of every path, pipelined: one Outcome each (value: the children as a
+        list of bytes, None for a missing node)."""
+        outcomes = self._pipeline([(_XS_DIRECTORY, self._check_path(path) + NUL, path)
+                                   for path in paths])
+        for outcome in outcomes:
+            if outcome.error is None:
+                payload = outcome.value.rstrip(NUL)
+                outcome.value = payload.split(NUL) if payload else []
+            elif outcome.error.errno == errno.ENOENT:
+                outcome.error = None
+        return outcomes
+
+    def get_perms_many(self, paths):
+        """get_perms() of every path, pipelined: one Outcome each (value as get_perms())."""
+        outcomes = self._pipeline([(_XS_GET_PERMS, self._check_path(path) + NUL, path)
+                                   for path in paths])
+        for outcome in outcomes:
+            if outcome.error is None:
+                try:
+                    outcome.value = parse_perms(outcome.value)
+                except XenstoreError as exc:
+                    outcome.value, outcome.error = None, exc
+            elif outcome.error.errno == errno.ENOENT:
+                outcome.error = None
+        return outcomes
 
     def resume_domain(self, domid):
         """XS_RESUME: clears C xenstored's per-domain shutdown latch (re-arms @releaseDomain).

@@ -15,6 +15,10 @@ description:
     value is valid), C(control/feature-suspend), and for HVM guests whether PV drivers are present.
   - It shows which suspend method V(auto) would choose and the domain's ledger entry, if any.
   - Ledger entries whose domain no longer exists are listed in RV(vanished).
+  - It flags a guest whose C(~/control/shutdown) exists but is not writable by the guest (see
+    RV(domains[].control_shutdown_guest_writable)). Such a guest cannot acknowledge a suspend request.
+  - With O(gather) it also reports the service domains (RV(service_domains)) and checks what the
+    modules need on the dom0 (RV(prerequisites)).
   - Nothing is changed.
 author:
   - xen.suspend maintainers (@xen-suspend)
@@ -32,9 +36,29 @@ options:
     type: list
     elements: str
     default: []
+  gather:
+    description:
+      - What to report.
+      - V(domains) fills RV(domains), RV(vanished) and RV(recovery).
+      - V(service_domains) fills RV(service_domains). These are the stub domains and driver domains
+        found in xenstore, which the suspend module refuses.
+      - V(prerequisites) fills RV(prerequisites). It checks Python, cffi, pyxs, the Xen libraries of
+        the running hypervisor, xenstored and the toolstack. Alone, it works without cffi and pyxs
+        and without opening the Xen libraries, and reports what is missing.
+    type: list
+    elements: str
+    choices: [domains, service_domains, prerequisites]
+    default: [domains]
+  sysfs_dir:
+    description:
+      - The Linux xen sysfs directory that describes the running hypervisor, read by
+        O(gather=prerequisites).
+    type: path
+    default: /sys/hypervisor
 extends_documentation_fragment:
   - xen.suspend.common
   - xen.suspend.common.actiongroup
+  - xen.suspend.common.service_domains
   - xen.suspend.attributes.info_module
 seealso:
   - module: xen.suspend.domain_suspended
@@ -49,6 +73,11 @@ EXAMPLES = r'''
 - name: Guests that would need the direct method
   ansible.builtin.debug:
     msg: "{{ xen.domains | selectattr('suspend_method', 'equalto', 'direct') | map(attribute='name') }}"
+
+- name: Check the dom0 and list its stub domains and driver domains
+  xen.suspend.domain_info:
+    gather: [prerequisites, service_domains]
+  register: dom0
 
 - name: Check one guest's advertised event channel
   xen.suspend.domain_info:
@@ -130,8 +159,31 @@ domains:
       description: The method M(xen.suspend.domain_suspended) would choose with O(xen.suspend.domain_suspended#module:method=auto).
       type: str
       sample: xenstore
+    control_shutdown_guest_writable:
+      description:
+        - Whether the guest may write its C(control/shutdown), as its xenstore permissions say.
+        - V(false) means the guest cannot acknowledge a suspend request, and a warning names it.
+          C(xl) or a script may have re-created the node as dom0's after an older Windows PV driver
+          removed it. Give it back with C(xenstore-chmod ...control/shutdown n<domid>).
+        - V(null) for dom0 and when the node does not exist.
+      type: bool
+    control_shutdown_permissions:
+      description:
+        - The xenstore permissions of C(control/shutdown) as C(xenstore-ls -p) shows them, owner
+          first (V(n5) means domain 5 owns it). V(null) when the node does not exist.
+      type: str
+      sample: n5
+    service_domain:
+      description:
+        - Why this domain is a service domain (a device-model stub domain or a driver domain), as
+          found in xenstore. V(null) when it is not one.
+      type: list
+      elements: str
     protected:
-      description: Whether the suspend and resume modules refuse this domain.
+      description:
+        - Whether the suspend and resume modules refuse this domain. This covers dom0, the xenstore
+          domain, O(protected), service domains not in O(allow_service_domains) and the domains
+          another toolstack runs.
       type: bool
     protected_reason:
       description: Why it is protected.
@@ -151,6 +203,28 @@ domains:
       description: Problems met while gathering this domain's data.
       type: list
       elements: str
+service_domains:
+  description:
+    - The device-model stub domains and driver domains, in domid order, each with C(domid),
+      C(name) and C(reasons).
+  returned: when O(gather) has V(service_domains)
+  type: list
+  elements: dict
+  sample: [{"domid": 7, "name": "web1-dm", "reasons": ["device-model stub domain of domid 6 (xenstore ~/target)"]}]
+prerequisites:
+  description:
+    - What the modules need on the dom0, checked the way they find it.
+    - C(python) has C(executable), C(version) and C(ok). C(cffi) and C(pyxs) have C(ok),
+      C(version), C(error) and C(install).
+    - C(hypervisor) is read from O(sysfs_dir) and has C(ok), C(type), C(version), C(extra) and
+      C(error). C(libraries) has C(version), C(version_source) (V(sysfs) or V(probe)) and
+      C(checked), one item per soname with C(name), C(ok), C(error) and C(package).
+    - C(xenstored) has C(ok), C(connection), C(domains) and C(error). C(toolstack) has
+      C(toolstack), C(others), C(host_refused) and C(libvirt_domains).
+    - C(problems) lists what stops the modules, one sentence each, and C(ok) is true when it is
+      empty.
+  returned: when O(gather) has V(prerequisites)
+  type: dict
 vanished:
   description: Ledger entries whose domain no longer exists.
   returned: always
@@ -169,28 +243,40 @@ recovery:
     - C(actions) has one item per ledger entry, with C(name), C(uuid), C(action) (V(settled),
       V(withdrawn) or V(left_for_resume)), C(reason) (why the entry would leave the ledger) and
       C(detail).
+    - V(null) when O(gather) lacks V(domains).
   returned: always
   type: dict
 xen_version:
-  description: Version of the running hypervisor (major.minor).
+  description: Version of the running hypervisor (major.minor), V(null) when only O(gather=prerequisites) ran.
   returned: always
   type: str
   sample: "4.17"
 '''
 
-from ansible_collections.xen.suspend.plugins.module_utils._domain_description import describe_domain
+import traceback
+
+from ansible_collections.xen.suspend.plugins.module_utils import _prerequisites, _toolstack
+from ansible_collections.xen.suspend.plugins.module_utils._argument_spec import service_domains_argument_spec
+from ansible_collections.xen.suspend.plugins.module_utils._domain_description import (
+    describe_domain, prefetch_control_permissions)
 from ansible_collections.xen.suspend.plugins.module_utils._errors import LedgerError
 from ansible_collections.xen.suspend.plugins.module_utils._module_base import XenSuspendModule
 from ansible_collections.xen.suspend.plugins.module_utils._recovery import recover
 from ansible_collections.xen.suspend.plugins.module_utils._targets import select_targets
 
+GATHER = ("domains", "service_domains", "prerequisites")
+
 
 def argument_spec():
     """The module's own options (the shared ones come from xen.suspend.common)."""
-    return dict(
+    spec = dict(
         domains=dict(type="list", elements="str"),
         exclude=dict(type="list", elements="str", default=[]),
+        gather=dict(type="list", elements="str", choices=list(GATHER), default=["domains"]),
+        sysfs_dir=dict(type="path", default=_prerequisites.DEFAULT_SYSFS_DIR),
     )
+    spec.update(service_domains_argument_spec())
+    return spec
 
 
 class DomainInfoModule(XenSuspendModule):
@@ -198,10 +284,31 @@ class DomainInfoModule(XenSuspendModule):
     def __init__(self):
         super(DomainInfoModule, self).__init__(argument_spec())
 
+    def gathers(self, what):
+        return what in (self.params.get("gather") or [])
+
+    def dependencies_required(self):
+        # A prerequisite check alone reports missing cffi and pyxs instead of failing on them.
+        return set(self.params.get("gather") or []) != set(["prerequisites"])
+
     def prepare(self):
         self.targets = self.selectors("domains")
         self.exclude = self.selectors("exclude")
         self.protected = self.selectors("protected")
+        self.selectors("allow_service_domains")
+        # Reported, never refused here: the report is what shows whose host or domain it is.
+        self.toolstack = _toolstack.detect()
+
+    def run(self):
+        if self.dependencies_required():
+            return super(DomainInfoModule, self).run()
+        # gather: [prerequisites] only: no backends (they may be what is missing)
+        try:
+            prerequisites = _prerequisites.check(self.params["sysfs_dir"], self.params["xenstore_timeout"])
+        except Exception as exc:  # a bug: still a task failure with the traceback
+            self.module.fail_json(msg="unexpected error: %s" % exc, exception=traceback.format_exc())
+        self.module.exit_json(changed=False, domains=[], vanished=[], recovery=None, ledger_error=None,
+                              xen_version=None, prerequisites=prerequisites)
 
     def execute(self, backends):
         ledger_error = None
@@ -213,6 +320,20 @@ class DomainInfoModule(XenSuspendModule):
             self.warn(ledger_error)
             entries = {}
         records = self.inventory(backends, [], all_names=True)
+        found = self.mark_refusals(backends, records)
+        result = dict(changed=False, domains=[], vanished=[], recovery=None, ledger_error=ledger_error)
+        if self.gathers("service_domains"):
+            result["service_domains"] = found.as_list(records)
+        if self.gathers("domains"):
+            self.report_domains(backends, records, entries, ledger_error, result)
+        version = getattr(backends.xenctrl, "version", None)
+        result["xen_version"] = "%d.%d" % tuple(version) if version else None
+        if self.gathers("prerequisites"):
+            result["prerequisites"] = _prerequisites.check(self.params["sysfs_dir"],
+                                                           self.params["xenstore_timeout"])
+        return result, None
+
+    def report_domains(self, backends, records, entries, ledger_error, result):
         unknown = [record.label for record in records
                    if record.info.suspended and record.uuid not in entries]
         if unknown and ledger_error is None:
@@ -225,21 +346,27 @@ class DomainInfoModule(XenSuspendModule):
         else:
             chosen = [record for record in records
                       if not any(rule.matches(record) for rule in self.exclude)]
+        prefetch_control_permissions(backends.xenstore, chosen)
         domains = [describe_domain(backends, record, entries.get(record.uuid), self.protected)
                    for record in chosen]
+        for description in domains:
+            if description["control_shutdown_guest_writable"] is False:
+                self.warn("%s cannot answer a suspend request: its ~/control/shutdown is not writable "
+                          "by the guest (permissions %s); give it back with 'xenstore-chmod "
+                          "/local/domain/%d/control/shutdown n%d'"
+                          % (_label(description), description["control_shutdown_permissions"],
+                             description["domid"], description["domid"]))
         live = set(record.uuid for record in records)
-        vanished = [dict(entry) for uuid, entry in sorted(entries.items()) if uuid not in live]
-        version = getattr(backends.xenctrl, "version", None)
+        result["domains"] = domains
+        result["vanished"] = [dict(entry) for uuid, entry in sorted(entries.items()) if uuid not in live]
         # read-only: what the next suspend or resume would settle at its start
-        pending = recover(backends, entries, act=False)
-        return dict(
-            changed=False,
-            domains=domains,
-            vanished=vanished,
-            recovery=pending.as_dict(),
-            ledger_error=ledger_error,
-            xen_version="%d.%d" % tuple(version) if version else None,
-        ), None
+        result["recovery"] = recover(backends, entries, act=False).as_dict()
+
+
+def _label(description):
+    if description["name"]:
+        return "%s (domid %d)" % (description["name"], description["domid"])
+    return "domid %d" % description["domid"]
 
 
 def main():

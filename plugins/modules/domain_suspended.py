@@ -15,8 +15,10 @@ description:
     O(method=auto) - the suspend event channel when the guest advertises one, the PV control node
     C(~/control/shutdown) otherwise, and a direct hypervisor shutdown for HVM guests without PV drivers.
   - All targets are handled concurrently (up to O(parallel) in flight) by one event loop.
-  - Every target is validated before any is touched. Dom0, the xenstore domain and O(protected)
-    domains are refused.
+  - Every target is validated before any is touched. Dom0, the xenstore domain, O(protected)
+    domains, service domains (device-model stub domains and driver domains, see
+    O(allow_service_domains)) and the domains of another toolstack (see O(allow_other_toolstack))
+    are refused.
   - Before a request is sent, an intent entry is written to the O(ledger); after the suspend is
     verified it is marked suspended, with the domain's CPU time as evidence of this very suspend.
     A guest is never suspended without a ledger entry.
@@ -111,6 +113,8 @@ options:
 extends_documentation_fragment:
   - xen.suspend.common
   - xen.suspend.common.actiongroup
+  - xen.suspend.common.service_domains
+  - xen.suspend.common.toolstack
   - xen.suspend.attributes
 attributes:
   check_mode:
@@ -130,7 +134,8 @@ notes:
     before the request, once the ledger records it, and continues it at once if the domain does
     not suspend; M(xen.suspend.domain_resumed) continues it after the resume, so it never sees the
     suspend. Xen 4.20's xl keeps monitoring by itself and is left alone.
-  - Device-model stub domains should be listed in O(protected).
+  - Device-model stub domains and driver domains are found in xenstore and refused; there is no
+    need to list them in O(protected).
 seealso:
   - module: xen.suspend.domain_resumed
   - module: xen.suspend.domain_info
@@ -307,6 +312,8 @@ stats:
       type: int
 '''
 
+from ansible_collections.xen.suspend.plugins.module_utils._argument_spec import (
+    service_domains_argument_spec, toolstack_argument_spec)
 from ansible_collections.xen.suspend.plugins.module_utils._module_base import XenSuspendModule
 from ansible_collections.xen.suspend.plugins.module_utils._errors import TargetError
 from ansible_collections.xen.suspend.plugins.module_utils._suspend_engine import (
@@ -317,7 +324,7 @@ from ansible_collections.xen.suspend.plugins.module_utils._targets import select
 
 def argument_spec():
     """The module's own options (the shared ones come from xen.suspend.common)."""
-    return dict(
+    spec = dict(
         domains=dict(type="list", elements="str", required=True),
         exclude=dict(type="list", elements="str", default=[]),
         method=dict(type="str", choices=list(METHODS), default="auto"),
@@ -326,6 +333,9 @@ def argument_spec():
         parallel=dict(type="int", default=32),
         continue_on_error=dict(type="bool", default=False),
     )
+    spec.update(service_domains_argument_spec())
+    spec.update(toolstack_argument_spec())
+    return spec
 
 
 class DomainSuspendedModule(XenSuspendModule):
@@ -339,8 +349,10 @@ class DomainSuspendedModule(XenSuspendModule):
         self.targets = self.selectors("domains")
         self.exclude = self.selectors("exclude")
         self.protected = self.selectors("protected")
+        self.selectors("allow_service_domains")  # a bad selector fails here, before anything is opened
         if not self.targets:
             raise TargetError("domains is empty: name the domains to suspend (use '*' for every guest)")
+        self.check_toolstack()
 
     def execute(self, backends):
         params = self.params
@@ -349,7 +361,8 @@ class DomainSuspendedModule(XenSuspendModule):
             backends, method=params["method"], ack_timeout=params["ack_timeout"],
             timeout=params["timeout"], parallel=params["parallel"],
             continue_on_error=params["continue_on_error"], check_mode=self.check_mode)
-        records = self.inventory(backends, [selectors, exclude, protected])
+        records = self.inventory(backends, [selectors, exclude, protected, self.selectors("allow_service_domains")])
+        self.mark_refusals(backends, records)
         selection = select_targets(records, selectors, exclude, protected)
         # Every check before anything is touched: targets above, then the ledger.
         entries = backends.ledger.check_usable(write=not self.check_mode)

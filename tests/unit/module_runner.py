@@ -34,6 +34,8 @@ def run_module(main, args, backends, monkeypatch, capsys):
         return backends
 
     monkeypatch.setattr(_module_base, "BACKENDS_FACTORY", factory)
+    # No respawn under another python of this machine (the tests for it use fakes).
+    monkeypatch.setattr(_module_base, "RESPAWN_INTERPRETERS", ())
     # A controller import earlier in the same process (a filter plugin's test) switches
     # ansible-core to controller mode, where module warnings go to Display, not the result.
     monkeypatch.setattr(module_internal, "is_controller", False)

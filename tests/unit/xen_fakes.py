@@ -527,6 +527,35 @@ class FakeXenstore(object):
         self._trip("set_perms", path)
         self.perms[path] = list(perms)
 
+    def directory(self, path, tx_id=0):
+        """Children of ``path`` from the leaf nodes kept, None when nothing is there."""
+        self._trip("directory", path)
+        prefix = path + b"/"
+        children = sorted(set(key[len(prefix):].split(b"/")[0] for key in self.nodes
+                              if key.startswith(prefix)))
+        if not children and path not in self.nodes:
+            return None
+        return children
+
+    def get_perms(self, path, tx_id=0):
+        """As XenstoreClient.get_perms: what set_perms set, else libxl's defaults (a guest owns
+        its control/shutdown, dom0 owns the rest)."""
+        self._trip("get_perms", path)
+        if path not in self.nodes:
+            return None
+        if path in self.perms:
+            return [(perm[:1].decode(), int(perm[1:])) for perm in self.perms[path]]
+        for domain in self.world.domains.values():
+            if path == domain.control_path:
+                return [("n", domain.domid)]
+        return [("n", 0)]
+
+    def directory_many(self, paths):
+        return [self._outcome(self.directory, path) for path in paths]
+
+    def get_perms_many(self, paths):
+        return [self._outcome(self.get_perms, path) for path in paths]
+
     def resume_domain(self, domid):
         self._trip("resume", domid)
         self.resumed.append(domid)

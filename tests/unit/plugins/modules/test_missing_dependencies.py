@@ -32,7 +32,9 @@ sys.path.insert(0, sys.argv[1])
 
 from ansible_collections.xen.suspend.plugins.module_utils import _xen_libraries, _xenstore
 from ansible.module_utils.testing import patch_module_args
+from ansible_collections.xen.suspend.plugins.module_utils import _module_base
 from ansible_collections.xen.suspend.plugins.modules import domain_suspended
+_module_base.RESPAWN_INTERPRETERS = ()  # no other python to respawn under
 
 print(json.dumps({"cffi": _xen_libraries.HAS_CFFI, "pyxs": _xenstore.HAS_PYXS}))
 with patch_module_args({"domains": ["web1"]}):

@@ -16,6 +16,8 @@ from ansible_collections.xen.suspend.plugins.modules import (
     domain_info, domain_resumed, domain_suspended)
 
 MODULES = [domain_suspended, domain_resumed, domain_info]
+SAFETY_FRAGMENTS = {"xen.suspend.common.service_domains": "SERVICE_DOMAINS",
+                    "xen.suspend.common.toolstack": "TOOLSTACK"}
 REPO = os.path.realpath(os.path.join(os.path.dirname(__file__), "..", "..", "..", ".."))
 
 
@@ -42,13 +44,20 @@ def test_module_docs_match_argument_spec(module):
     name = module.__name__.rsplit(".", 1)[-1]
     assert doc["module"] == name
     assert not doc["short_description"].endswith(".")
-    assert doc["extends_documentation_fragment"][:2] == ["xen.suspend.common", "xen.suspend.common.actiongroup"]
-    assert doc["extends_documentation_fragment"][2:] in (["xen.suspend.attributes"], ["xen.suspend.attributes.info_module"])
+    fragments = doc["extends_documentation_fragment"]
+    assert fragments[:2] == ["xen.suspend.common", "xen.suspend.common.actiongroup"]
+    assert fragments[-1:] in (["xen.suspend.attributes"], ["xen.suspend.attributes.info_module"])
+    options = dict(doc["options"])
+    for fragment in fragments[2:-1]:  # options shared by some modules, documented once
+        assert fragment in SAFETY_FRAGMENTS, fragment
+        shared = yaml.safe_load(getattr(ModuleDocFragment, SAFETY_FRAGMENTS[fragment]))["options"]
+        assert not set(shared) & set(options)
+        options.update(shared)
     spec = module.argument_spec()
-    assert set(doc["options"]) == set(spec)
+    assert set(options) == set(spec)
     assert not set(spec) & set(common_argument_spec())
     for option in spec:
-        same_option(doc["options"][option], spec[option], option)
+        same_option(options[option], spec[option], option)
     attributes = dict(yaml.safe_load(getattr(AttributesFragment, "INFO_MODULE" if name == "domain_info" else "DOCUMENTATION"))["attributes"])
     for key, value in (doc.get("attributes") or {}).items():
         attributes[key] = dict(attributes.get(key, {}), **value)
