@@ -333,6 +333,14 @@ def fleet(options):
     }
 
 
+def options_argument(text):
+    """JSON, or @PATH of a file holding it."""
+    if text.startswith("@"):
+        with open(text[1:]) as handle:
+            text = handle.read()
+    return json.loads(text)
+
+
 def main(argv):
     verb = argv[1]
     if verb == "libxl":
@@ -340,9 +348,9 @@ def main(argv):
     elif verb in ("ours-suspend", "ours-resume"):
         result = ours(verb[len("ours-"):], argv[2], argv[3])
     elif verb == "compare":
-        result = compare(json.loads(argv[2]))
+        result = compare(options_argument(argv[2]))
     elif verb == "fleet":
-        result = fleet(json.loads(argv[2]))
+        result = fleet(options_argument(argv[2]))
     else:
         raise SystemExit("unknown verb %r" % verb)
     sys.stdout.write(json.dumps(result, sort_keys=True) + "\n")
