@@ -251,10 +251,11 @@ class Ledger(object):
         name in the same directory, made durable by the same flush.
         """
         data = self.serialize(entries)
-        ordered = os.path.isfile(self.path) and ordered_replace(self.directory)
+        replacing = os.path.isfile(self.path)
+        ordered = replacing and ordered_replace(self.directory)
+        # (mkstemp creates the file 0600, FILE_MODE, whatever the umask)
         fd, temp_path = tempfile.mkstemp(prefix=".ledger-", suffix=".tmp", dir=self.directory)
         try:
-            os.fchmod(fd, FILE_MODE)
             view = memoryview(data)
             while view:
                 written = os.write(fd, view)
@@ -268,7 +269,8 @@ class Ledger(object):
                 raise LedgerError("cannot write the ledger %s: %s" % (self.path, exc))
             raise
         os.close(fd)
-        self._keep_backup()
+        if replacing:
+            self._keep_backup()
         try:
             os.rename(temp_path, self.path)
         except OSError as exc:
@@ -281,12 +283,15 @@ class Ledger(object):
     def _keep_backup(self):
         """The ledger being replaced stays as ``<ledger>.bak``: a hard link (no copy, no fsync),
         renamed over the previous backup so that it too is replaced atomically."""
-        if not os.path.exists(self.path):
-            return
         link = "%s.bak.%d" % (self.path, os.getpid())
         try:
-            _unlink_quietly(link)
-            os.link(self.path, link)
+            try:
+                os.link(self.path, link)
+            except OSError as exc:
+                if exc.errno != errno.EEXIST:  # left by a killed run of a process with our pid
+                    raise
+                os.unlink(link)
+                os.link(self.path, link)
             os.rename(link, self.path + ".bak")
         except OSError:  # a file system without hard links: no backup, the write goes on
             _unlink_quietly(link)
