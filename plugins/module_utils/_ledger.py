@@ -9,8 +9,14 @@ stopped, and nothing else. Rules:
 
 * an ``intent`` entry is written before a suspend request is sent, and becomes
   ``suspended`` once the suspend is verified; entries go away after a verified resume;
-* every write replaces the file atomically (temporary file in the same directory, fsync,
-  rename, fsync of the directory), so a crash leaves the old or the new ledger, never a mix;
+* every write replaces the file atomically (temporary file in the same directory, rename over
+  the ledger), so a crash leaves the old or the new ledger, never a mix: the new file's data
+  is on disk before its rename can be (see ``_replace``);
+* a durable write (the default) returns only once the new ledger is on disk: one flush of the
+  directory where the file system orders a replacing rename after the new file's data (ext4),
+  else an fsync of the file, then of the directory. A write whose loss leaves an entry that
+  the next run settles anyway (a confirmation, a removal: see _ledger_transitions) may be
+  ``durable=False``: atomic all the same, on disk at the file system's next commit;
 * writers serialise on a POSIX lock on a sidecar file, and re-read under that lock, so
   concurrent runs on different domains do not lose each other's entries;
 * a truncated or corrupt ledger is an error: it is never silently replaced.
@@ -92,9 +98,14 @@ class Ledger(object):
                 return {}
             raise LedgerError("cannot read the ledger %s: %s" % (self.path, exc))
         with os.fdopen(fd, "rb") as handle:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
                 raise LedgerError("the ledger %s is not a regular file" % self.path)
-            data = handle.read(MAX_LEDGER_BYTES + 1)
+            # Sized by the file, not by the limit: read(64 MiB) allocates (and, in a PV dom0,
+            # maps) a buffer of that size, ~20 ms under TCG, for a file of a few hundred bytes.
+            data = handle.read(min(st.st_size, MAX_LEDGER_BYTES) + 1)
+            if len(data) > st.st_size:  # it grew meanwhile (it should not: replaced by rename)
+                data += handle.read(MAX_LEDGER_BYTES + 1 - len(data))
         return self._parse(data)
 
     def check_usable(self, write=True):
@@ -169,10 +180,11 @@ class Ledger(object):
 
     # -- writing -------------------------------------------------------------------------------
 
-    def update(self, mutate):
+    def update(self, mutate, durable=True):
         """Apply ``mutate(entries)`` (in place) under the writer lock and persist atomically.
 
         Returns the entries as written. Nothing is written when ``mutate`` changed nothing.
+        ``durable``: return only once the new ledger is on disk (see the module's docstring).
         """
         self._ensure_directory()
         lock_fd = self._lock()
@@ -182,7 +194,7 @@ class Ledger(object):
             before = dict((key, dict(entry)) for key, entry in entries.items())
             mutate(entries)
             if entries != before:
-                self._replace(entries)
+                self._replace(entries, durable)
             return entries
         finally:
             os.close(lock_fd)
@@ -226,16 +238,30 @@ class Ledger(object):
         document = {"format": LEDGER_FORMAT, "version": LEDGER_VERSION, "entries": entries}
         return json.dumps(document, sort_keys=True).encode("utf-8") + b"\n"
 
-    def _replace(self, entries):
+    def _replace(self, entries, durable=True):
+        """The new ledger under a temporary name, renamed over the old one.
+
+        A crash must never find the rename on disk without the new file's data (an empty or
+        torn ledger). Where the file system guarantees that a rename replacing a file is
+        committed after that file's data (ext4's auto_da_alloc with data=ordered, its default:
+        ``ordered_replace``), nothing more is needed, and a durable write flushes once: the
+        directory, which commits the rename with the data before it. Elsewhere (and for the
+        first ledger, which replaces nothing) the file is fsynced before the rename, and a
+        durable write then flushes the directory too. The old ledger's hard link (.bak) is a
+        name in the same directory, made durable by the same flush.
+        """
         data = self.serialize(entries)
+        replacing = os.path.isfile(self.path)
+        ordered = replacing and ordered_replace(self.directory)
+        # (mkstemp creates the file 0600, FILE_MODE, whatever the umask)
         fd, temp_path = tempfile.mkstemp(prefix=".ledger-", suffix=".tmp", dir=self.directory)
         try:
-            os.fchmod(fd, FILE_MODE)
             view = memoryview(data)
             while view:
                 written = os.write(fd, view)
                 view = view[written:]
-            os.fsync(fd)
+            if not ordered:
+                os.fsync(fd)
         except BaseException as exc:
             os.close(fd)
             _unlink_quietly(temp_path)
@@ -243,24 +269,29 @@ class Ledger(object):
                 raise LedgerError("cannot write the ledger %s: %s" % (self.path, exc))
             raise
         os.close(fd)
-        self._keep_backup()
+        if replacing:
+            self._keep_backup()
         try:
             os.rename(temp_path, self.path)
         except OSError as exc:
             _unlink_quietly(temp_path)
             raise LedgerError("cannot replace the ledger %s: %s" % (self.path, exc))
-        self._fsync_directory()
         self.writes += 1
+        if durable:
+            self._fsync_directory()
 
     def _keep_backup(self):
         """The ledger being replaced stays as ``<ledger>.bak``: a hard link (no copy, no fsync),
         renamed over the previous backup so that it too is replaced atomically."""
-        if not os.path.exists(self.path):
-            return
         link = "%s.bak.%d" % (self.path, os.getpid())
         try:
-            _unlink_quietly(link)
-            os.link(self.path, link)
+            try:
+                os.link(self.path, link)
+            except OSError as exc:
+                if exc.errno != errno.EEXIST:  # left by a killed run of a process with our pid
+                    raise
+                os.unlink(link)
+                os.link(self.path, link)
             os.rename(link, self.path + ".bak")
         except OSError:  # a file system without hard links: no backup, the write goes on
             _unlink_quietly(link)
@@ -268,14 +299,59 @@ class Ledger(object):
     def _fsync_directory(self):
         try:
             dir_fd = os.open(self.directory, os.O_RDONLY)
-        except OSError:
-            return
+        except OSError as exc:
+            raise LedgerError("cannot open the ledger's directory %s to flush it: %s"
+                              % (self.directory, exc))
         try:
             os.fsync(dir_fd)
-        except OSError:  # some filesystems refuse fsync on directories; the rename is done
-            pass
+        except OSError as exc:
+            if exc.errno not in (errno.EINVAL, errno.EROFS, errno.ENOTSUP, errno.EBADF):
+                # e.g. EIO: the rename is done, but nobody knows whether it reached the disk
+                raise LedgerError("cannot flush the ledger's directory %s: %s"
+                                  % (self.directory, exc))
+            # some file systems refuse fsync on directories: they have nothing to flush there
         finally:
             os.close(dir_fd)
+
+
+# File systems whose commit of a rename that replaces a file comes after that file's data,
+# unless mounted otherwise: ext4 (Documentation/admin-guide/ext4.rst, auto_da_alloc: "the data
+# blocks of the new file are forced to disk before the rename() operation is committed", in the
+# default data=ordered mode; data=journal journals the data itself).
+_ORDERED_REPLACE_FS = {"ext4": ("data=writeback", "noauto_da_alloc")}
+_ordered_replace_cache = {}
+
+
+def ordered_replace(directory, mountinfo="/proc/self/mountinfo"):
+    """True when a rename replacing a file in ``directory`` is committed only after the new
+    file's data (see Ledger._replace); False when unsure. Looked up once per file system."""
+    try:
+        device = os.stat(directory).st_dev
+    except OSError:
+        return False
+    if device in _ordered_replace_cache:
+        return _ordered_replace_cache[device]
+    answer = False
+    wanted = "%d:%d" % (os.major(device), os.minor(device))
+    try:
+        with open(mountinfo) as handle:
+            lines = handle.read().splitlines()
+    except (IOError, OSError):
+        lines = []
+    for line in lines:
+        # id parent major:minor root mountpoint options [optional...] - fstype source superoptions
+        fields = line.split(" ")
+        if len(fields) < 7 or fields[2] != wanted or "-" not in fields[6:]:
+            continue
+        tail = fields[fields.index("-", 6) + 1:]
+        if len(tail) < 3:
+            continue
+        options = set(fields[5].split(",")) | set(tail[2].split(","))
+        refusing = _ORDERED_REPLACE_FS.get(tail[0])
+        answer = refusing is not None and not options.intersection(refusing)
+        break
+    _ordered_replace_cache[device] = answer
+    return answer
 
 
 # linux/fs.h: FS_IOC_GETFLAGS and the attributes that make rename() over a file fail (EPERM)

@@ -64,9 +64,14 @@ def _belongs(entry, intent_id):
 
 
 class Transition(object):
-    """One change to one entry; ``apply(entries, stamp)`` changes ``entries`` in place."""
+    """One change to one entry; ``apply(entries, stamp)`` changes ``entries`` in place.
+
+    ``durable``: the write carrying it must be on disk before the caller goes on (a request
+    may follow). False only where losing the write in a crash leaves an entry that the next
+    run settles on the evidence it finds anyway (see apply_transitions)."""
 
     uuid = None
+    durable = True
 
     def apply(self, entries, stamp):
         raise NotImplementedError
@@ -89,6 +94,10 @@ class ConfirmSuspended(Transition):
     """The domain reached shutdown(suspend) because of our request. ``evidence`` identifies
     this very suspend: the domid and the domain's CPU time, which cannot change while the
     domain stays suspended and grows if anybody resumes it in between."""
+
+    # Lost in a crash, the entry stays an intent of a suspended domain: domain_resumed resumes
+    # it as ours (only without the evidence, which this write adds).
+    durable = False
 
     def __init__(self, uuid, intent_id, evidence):
         self.uuid = uuid
@@ -159,6 +168,9 @@ class MarkResuming(Transition):
 class Settle(Transition):
     """Remove the entry, for one of SETTLE_REASONS."""
 
+    # Lost in a crash, the entry comes back, and the next run settles it again on evidence.
+    durable = False
+
     def __init__(self, uuid, intent_id, reason):
         if reason not in SETTLE_REASONS:
             raise ValueError("not a reason to remove a ledger entry: %r" % (reason,))
@@ -172,7 +184,11 @@ class Settle(Transition):
 
 
 def apply_transitions(ledger, transitions):
-    """All ``transitions`` in one atomic ledger write (none when nothing changes)."""
+    """All ``transitions`` in one atomic ledger write (none when nothing changes), durable
+    when any of them has to be: an intent before its request, "resuming" before the resume,
+    a later settle_by while the guest may still suspend. A write of only confirmations and
+    removals is atomic but not waited for: a crash that loses it leaves entries (never fewer
+    than before), which the next run settles on evidence."""
     if not transitions:
         return None
     stamp = utc_timestamp()
@@ -181,4 +197,4 @@ def apply_transitions(ledger, transitions):
         for transition in transitions:
             transition.apply(entries, stamp)
 
-    return ledger.update(mutate)
+    return ledger.update(mutate, durable=any(transition.durable for transition in transitions))

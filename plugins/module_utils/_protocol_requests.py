@@ -96,6 +96,8 @@ class DirectRequest(ProtocolRequest):
     method = DIRECT
 
     def start(self, jobs, now):
+        if jobs:
+            self.engine.ensure_release_watch()
         for job in jobs:
             job.phases.start(REQUEST, now)
             try:
@@ -231,7 +233,12 @@ class XenstoreRequest(ProtocolRequest):
             job.token = ("xen-suspend-%s-%d" % (engine.run_tag, domid)).encode("ascii")
             self.token_jobs[job.token] = job
         watched = []
-        for job, outcome in zip(jobs, self.xs.watch_many([(job.watch_path, job.token) for job in jobs])):
+        release = engine.release_watch_items()  # the standing @releaseDomain, same batch
+        outcomes = self.xs.watch_many(release + [(job.watch_path, job.token) for job in jobs])
+        if release:
+            engine.release_watch_result(outcomes[0].error)
+            outcomes = outcomes[1:]
+        for job, outcome in zip(jobs, outcomes):
             job.record.xs_trips += 1
             if outcome.error is not None:
                 self.token_jobs.pop(job.token, None)

@@ -72,6 +72,11 @@ LATE_SUSPEND_WINDOW = 30.0
 SETTLE_MARGIN = 5.0
 
 RELEASE_DOMAIN = b"@releaseDomain"
+# One standing @releaseDomain watch per xenstore connection, registered by the first run that
+# needs it in the same pipelined batch as its first requests' watches, and gone with the
+# connection (the module closes it right after the run): no round trip of its own, and no
+# per-run watch/unwatch that a single guest pays for. Tokens are per connection in xenstored.
+RELEASE_TOKEN = b"xen-suspend-release"
 
 
 class SuspendReport(RunReport):
@@ -116,7 +121,7 @@ class SuspendEngine(object):
         self.poll_interval = float(poll_interval)
         self.drain_timeout = float(drain_timeout)
         self._requests = protocol_requests(self)
-        self._release_token = None
+        self._release_wanted = False
         self._transitions = []
         self._last_flush = None
         self._last_admission = None
@@ -266,8 +271,8 @@ class SuspendEngine(object):
         backends = self.backends
         inflight = self._inflight
         try:
-            if any(job.method in (XENSTORE, DIRECT) for job in queue):
-                self._watch_release()
+            # (registered with the first xenstore requests, or before the first direct one)
+            self._release_wanted = any(job.method in (XENSTORE, DIRECT) for job in queue)
             while queue or inflight:
                 now = self.clock()
                 if not self._interrupted and self._interrupted_by() is not None:
@@ -309,7 +314,6 @@ class SuspendEngine(object):
                         job.phases.current)
             raise
         finally:
-            self._unwatch_release()
             self._flush_ledger(self.clock(), quiet=True)
 
     def _admission_due(self, now, free, inflight_count):
@@ -464,24 +468,27 @@ class SuspendEngine(object):
         job.deadline = now + self.timeout
         job.next_poll = now + self.poll_interval
 
-    def _watch_release(self):
-        token = ("xen-suspend-%s-release" % self._run_tag).encode("ascii")
-        try:
-            self.xs.watch(RELEASE_DOMAIN, token)
-        except XenSuspendError as exc:
-            # Only a hint: the backstop polling does the real work.
-            self._errors.append("could not watch @releaseDomain (polling only): %s" % exc)
-            return
-        self._release_token = token
+    def release_watch_items(self):
+        """[(@releaseDomain, token)] while the standing watch is wanted and not yet in place on
+        this connection (a reconnect registers it again by itself), else []."""
+        if not self._release_wanted or (RELEASE_DOMAIN, RELEASE_TOKEN) in self.xs.watches:
+            return []
+        return [(RELEASE_DOMAIN, RELEASE_TOKEN)]
 
-    def _unwatch_release(self):
-        token, self._release_token = self._release_token, None
-        if token is None:
-            return
-        try:
-            self.xs.unwatch(RELEASE_DOMAIN, token)
-        except XenSuspendError:
-            pass
+    def release_watch_result(self, error):
+        """What registering it gave: it is only a hint, the backstop polling does the real work."""
+        self._release_wanted = False
+        if error is not None:
+            self._errors.append("could not watch @releaseDomain (polling only): %s" % error)
+
+    def ensure_release_watch(self):
+        """For requests that register no watches of their own (direct)."""
+        for path, token in self.release_watch_items():
+            try:
+                self.xs.watch(path, token)
+                self.release_watch_result(None)
+            except XenSuspendError as exc:
+                self.release_watch_result(exc)
 
     # == what the protocol requests (_protocol_requests) use ====================================
 
@@ -501,7 +508,7 @@ class SuspendEngine(object):
     def is_release_event(self, token):
         """True for our @releaseDomain watch: a hint that some domain changed, so every job
         waiting for its guest is looked at in the next backstop poll."""
-        if token != self._release_token:
+        if token != RELEASE_TOKEN:
             return False
         for job in self._inflight:
             if job.waiting:

@@ -67,9 +67,16 @@ def test_no_write_when_nothing_changes(tmp_path):
     assert os.stat(ledger.path).st_ino == before
 
 
-def test_update_replaces_atomically_with_fsync(tmp_path, monkeypatch):
+@pytest.mark.parametrize("ordered,durable,expected", [
+    (False, True, [False, True]),   # the file, then its directory
+    (False, False, [False]),        # the file only: whatever name survives a crash is complete
+    (True, True, [True]),           # ext4 commits the replacing rename after the data: one flush
+    (True, False, []),
+], ids=["fsync-file-and-dir", "fsync-file-lazy", "ordered-one-flush", "ordered-lazy"])
+def test_update_replaces_atomically_with_fsync(tmp_path, monkeypatch, ordered, durable, expected):
     ledger = Ledger(str(tmp_path / "l.json"))
     ledger.update(add(UUID_A))
+    monkeypatch.setattr(_ledger, "ordered_replace", lambda directory: ordered)
     synced = []
     real_fsync = os.fsync
     renamed = []
@@ -77,6 +84,8 @@ def test_update_replaces_atomically_with_fsync(tmp_path, monkeypatch):
 
     def fsync(fd):
         synced.append(stat.S_ISDIR(os.fstat(fd).st_mode))
+        if not stat.S_ISDIR(os.fstat(fd).st_mode):
+            assert not renamed, "the file is flushed before its rename"
         return real_fsync(fd)
 
     def rename(src, dst):
@@ -84,18 +93,98 @@ def test_update_replaces_atomically_with_fsync(tmp_path, monkeypatch):
             assert json.load(open(src))["entries"].keys() == {UUID_A}
             return real_rename(src, dst)
         renamed.append((os.path.dirname(src), dst))
-        # the complete new document is already on disk under the temporary name
+        # the complete new document is already under the temporary name
         assert json.load(open(src))["entries"][UUID_B]["name"] == "db1"
         assert json.load(open(dst))["entries"].keys() == {UUID_A}
         return real_rename(src, dst)
 
     monkeypatch.setattr(_ledger.os, "fsync", fsync)
     monkeypatch.setattr(_ledger.os, "rename", rename)
-    ledger.update(add(UUID_B, name="db1"))
-    assert synced == [False, True]  # the file, then its directory
+    ledger.update(add(UUID_B, name="db1"), durable=durable)
+    assert synced == expected
     assert renamed == [(str(tmp_path), ledger.path)]
     backup = json.load(open(ledger.path + ".bak"))["entries"]
     assert backup.keys() == {UUID_A}  # the ledger before this write
+
+
+def test_the_first_ledger_is_flushed_file_then_directory_even_on_ext4(tmp_path, monkeypatch):
+    """Nothing is replaced, so ext4's ordering of a replacing rename does not apply."""
+    monkeypatch.setattr(_ledger, "ordered_replace", lambda directory: True)
+    synced = []
+    real_fsync = os.fsync
+
+    def fsync(fd):
+        synced.append(stat.S_ISDIR(os.fstat(fd).st_mode))
+        return real_fsync(fd)
+
+    monkeypatch.setattr(_ledger.os, "fsync", fsync)
+    Ledger(str(tmp_path / "l.json")).update(add(UUID_A))
+    assert synced == [False, True]
+
+
+def test_a_directory_flush_that_fails_is_an_error(tmp_path, monkeypatch):
+    """The intent's request must not follow a write nobody knows reached the disk."""
+    ledger = Ledger(str(tmp_path / "l.json"))
+    ledger.update(add(UUID_A))
+    monkeypatch.setattr(_ledger, "ordered_replace", lambda directory: True)
+    real_fsync = os.fsync
+
+    def fsync(fd):
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            raise OSError(5, "Input/output error")
+        return real_fsync(fd)
+
+    monkeypatch.setattr(_ledger.os, "fsync", fsync)
+    with pytest.raises(LedgerError) as caught:
+        ledger.update(add(UUID_B))
+    assert "Input/output error" in str(caught.value)
+    ledger.update(add(UUID_A, name="lazy"), durable=False)  # a lazy write does not flush
+
+
+MOUNTINFO = """\
+22 27 0:20 / /sys rw,nosuid,nodev,noexec,relatime - sysfs sysfs rw
+27 1 254:0 / / rw,relatime - ext4 /dev/vda rw
+31 27 254:16 / /var/lib rw,relatime shared:1 - ext4 /dev/vdb rw,data=writeback
+32 27 254:32 / /srv rw,relatime - xfs /dev/vdc rw,attr2
+33 27 254:48 / /opt rw,relatime - ext4 /dev/vdd rw,noauto_da_alloc
+"""
+
+
+@pytest.mark.parametrize("device,expected", [
+    ((254, 0), True), ((254, 16), False), ((254, 32), False), ((254, 48), False), ((9, 9), False),
+], ids=["ext4", "ext4-data-writeback", "xfs", "ext4-noauto_da_alloc", "unknown"])
+def test_ordered_replace_only_on_ext4_with_its_defaults(tmp_path, monkeypatch, device, expected):
+    info = tmp_path / "mountinfo"
+    info.write_text(MOUNTINFO)
+
+    class Stat(object):
+        st_dev = os.makedev(*device)
+
+    monkeypatch.setattr(_ledger, "_ordered_replace_cache", {})
+    monkeypatch.setattr(_ledger.os, "stat", lambda path: Stat())
+    assert _ledger.ordered_replace("/anywhere", mountinfo=str(info)) is expected
+
+
+def test_only_confirmations_and_removals_are_lazy(tmp_path, monkeypatch):
+    from ansible_collections.xen.suspend.plugins.module_utils import _ledger_transitions as t
+    ledger = Ledger(str(tmp_path / "l.json"))
+    seen = []
+    real_update = ledger.update
+
+    def update(mutate, durable=True):
+        seen.append(durable)
+        return real_update(mutate, durable)
+
+    monkeypatch.setattr(ledger, "update", update)
+    entry = make_entry(UUID_A, 3, "web1", "xenstore", intent_id="i1")
+    t.apply_transitions(ledger, [t.RecordIntent(entry)])
+    t.apply_transitions(ledger, [t.ConfirmSuspended(UUID_A, "i1", {"domid": 3, "cpu_time_ns": 1})])
+    t.apply_transitions(ledger, [t.MarkResuming(UUID_A, "i1")])
+    t.apply_transitions(ledger, [t.Settle(UUID_A, "i1", t.RESUMED)])
+    t.apply_transitions(ledger, [t.RecordIntent(entry), t.Settle(UUID_B, None, t.GONE)])
+    t.apply_transitions(ledger, [t.KeepPending(UUID_A, "i1", 0, "answered")])
+    t.apply_transitions(ledger, [t.ChangeMethod(UUID_A, "i1", "xenstore", True, 0)])
+    assert seen == [True, False, True, False, True, True, True]
 
 
 def test_failed_write_keeps_old_ledger_and_leaves_no_temp(tmp_path, monkeypatch):
@@ -106,6 +195,7 @@ def test_failed_write_keeps_old_ledger_and_leaves_no_temp(tmp_path, monkeypatch)
     def broken_fsync(fd):
         raise OSError(28, "No space left on device")
 
+    monkeypatch.setattr(_ledger, "ordered_replace", lambda directory: False)
     monkeypatch.setattr(_ledger.os, "fsync", broken_fsync)
     with pytest.raises(LedgerError) as caught:
         ledger.update(add(UUID_B))

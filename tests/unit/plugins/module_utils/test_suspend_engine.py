@@ -540,3 +540,27 @@ def test_guest_flooding_its_control_node_costs_bounded_reads(tmp_path):
     assert len(fired) > 4000
     # one read per 5 ms at most while flooded for ~1 s
     assert result["xenstore_round_trips"] <= 6 + 1.0 / 0.005
+
+
+def test_release_domain_is_one_standing_watch_sent_with_the_first_requests(tmp_path):
+    """No round trip of its own and no per-run watch/unwatch: it rides in the first batch of
+    request watches and stays for the connection's life; a later run on it registers nothing."""
+    world = World()
+    world.add_domain(3, "web1")
+    world.add_domain(4, "web2")
+    batches = []
+    real_watch_many = world.xenstore.watch_many
+
+    def watch_many(items):
+        batches.append([path for path, _token in items])
+        return real_watch_many(items)
+
+    world.xenstore.watch_many = watch_many
+    report, backends = run(world, tmp_path, targets=["web1"])
+    assert report.failed == []
+    assert batches == [[b"@releaseDomain", b"/local/domain/3/control/shutdown"]]
+    assert (b"@releaseDomain", b"xen-suspend-release") in world.xenstore.watches
+    report = SuspendEngine(backends).run(
+        select_targets(list_records(world.xenctrl, world.xenstore), parse_selectors(["web2"])).targets)
+    assert report.failed == [] and report.suspended == ["web2"]
+    assert batches[1] == [b"/local/domain/4/control/shutdown"]
