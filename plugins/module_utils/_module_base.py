@@ -89,14 +89,14 @@ class XenSuspendModule(object):
             self.warn(message)
         return report
 
-    def report(self, report, verb, recovery=None):
+    def report(self, report, verb, recovery=None, always_fail=False):
         """(result, failure) of a suspend or resume run, as execute() returns them: run-level
-        errors become warnings; failed domains fail the task unless continue_on_error; an
-        interrupted run always fails."""
+        errors become warnings; failed domains fail the task unless continue_on_error (and
+        always with ``always_fail``); an interrupted run always fails."""
         for message in report.errors:
             self.warn(message)
         summary = report.failure_summary(verb)
-        if summary and self.params.get("continue_on_error"):
+        if summary and self.params.get("continue_on_error") and not always_fail:
             self.warn(summary)
             summary = None
         result = report.module_result(diff=self.diff_mode)
