@@ -6,6 +6,11 @@
     memory_mb: 1024
     vcpus: 1
     dying_ms: 50           # how long a destroyed domain stays "dying"
+    resume_ms: 0           # a guest's own resume after xc_domain_resume (devices back, first
+    resume_jitter_ms: 0    #   heartbeat): real bed 70-700 ms = 385 +- 315 (per group too)
+    resume_hypercall_ms: 0         # xc_domain_resume's latency for its caller: real bed
+    resume_hypercall_jitter_ms: 0  #   ("resume" phase) 12-58 ms = 35 +- 23; overlaps
+    domctl_lock_us: 0      # of which Xen's global domctl lock is held (serialised)
     seed: 1                # RNG seed for jitter
     guests:
       - behaviour: linux-pv
@@ -27,8 +32,12 @@ import json
 from .guests import BEHAVIOURS
 
 GROUP_DEFAULTS = {"quiesce_ms": 200, "jitter_ms": 50, "heartbeat_ms": 1000,
-                  "memory_mb": 1024, "vcpus": 1}
-TOP_KEYS = set(GROUP_DEFAULTS) | {"guests", "dying_ms", "seed"}
+                  "memory_mb": 1024, "vcpus": 1, "resume_ms": 0, "resume_jitter_ms": 0}
+# What xc_domain_resume costs (see hypervisor.Hypervisor): the caller's latency, drawn per call
+# (overlaps between callers), and the hypervisor's domctl-lock section (serialised).
+HYPERVISOR_DEFAULTS = {"resume_hypercall_ms": 0, "resume_hypercall_jitter_ms": 0,
+                       "domctl_lock_us": 0}
+TOP_KEYS = set(GROUP_DEFAULTS) | set(HYPERVISOR_DEFAULTS) | {"guests", "dying_ms", "seed"}
 GROUP_KEYS = set(GROUP_DEFAULTS) | {"behaviour", "behavior", "count", "name", "params"}
 
 
@@ -105,9 +114,12 @@ def normalise(data):
     if not isinstance(guests, list):
         raise SpecError("guests must be a list or a mapping")
     groups = [normalise_group(g, top, "guests[%d]" % i) for i, g in enumerate(guests)]
-    return {
+    out = {
         "dying_ms": _num(data.get("dying_ms", 50), "dying_ms", "spec"),
         "seed": data.get("seed"),
         "defaults": dict(GROUP_DEFAULTS, **top),
         "groups": groups,
     }
+    for key, default in HYPERVISOR_DEFAULTS.items():
+        out[key] = _num(data.get(key, default), key, "spec")
+    return out
