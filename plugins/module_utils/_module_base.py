@@ -12,6 +12,11 @@ turns every XenSuspendError into a failure that names the domain and the phase.
 
 import traceback
 
+try:
+    import resource
+except ImportError:  # pragma: no cover - not on Linux
+    resource = None
+
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.xen.suspend.plugins.module_utils._argument_spec import common_argument_spec
@@ -30,6 +35,20 @@ from ansible_collections.xen.suspend.plugins.module_utils._xenstore import (
 
 # Replaced by unit tests (and usable by a harness) to hand the modules other backends.
 BACKENDS_FACTORY = open_backends
+
+
+def raise_open_file_limit():
+    """A whole fleet at once holds a lock file per domain (and a resume a handle per thread):
+    the soft limit on open files (often 1024) goes up to the hard one, for this process only."""
+    if resource is None:
+        return
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        target = hard if hard != resource.RLIM_INFINITY else 65536
+        if soft != resource.RLIM_INFINITY and soft < target:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (ValueError, OSError):  # a container may forbid it: the run goes on with what it has
+        pass
 
 
 def _exception_text(exc):
@@ -124,6 +143,7 @@ class XenSuspendModule(object):
         backends = None
         try:
             self.prepare()
+            raise_open_file_limit()
             backends = BACKENDS_FACTORY(
                 ledger_path=params["ledger"], xen_run_dir=params.get("xen_run_dir"),
                 xenstore_timeout=params["xenstore_timeout"])

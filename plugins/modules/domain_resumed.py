@@ -105,7 +105,7 @@ options:
         part), so many at once take about as long as one. V(1) resumes one domain after the
         other.
     type: int
-    default: 64
+    default: 128
   prune_vanished:
     description:
       - Remove the ledger entries reported in RV(vanished).

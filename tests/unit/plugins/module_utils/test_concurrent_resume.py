@@ -203,3 +203,28 @@ def test_resume_domains_keeps_a_window_of_xs_resume_outstanding(xenstored):
         assert client.round_trips == len(domids)
     finally:
         client.close()
+
+
+def test_without_a_second_handle_the_calls_are_made_here(tmp_path):
+    world, guests = suspended_world(tmp_path, 5, ThreadedXenCtrl)
+
+    def no_handle():
+        raise XenCallError("xc_interface_open", errno=errno.EMFILE)
+    world.xenctrl.clone = no_handle
+    report = resume(world, tmp_path, parallel=4)
+    assert len(report.resumed) == 5 and not any(guest.suspended for guest in guests)
+
+
+def test_threads_that_cannot_open_a_handle_leave_the_calls_to_the_others(tmp_path):
+    world, guests = suspended_world(tmp_path, 9, ThreadedXenCtrl)
+    real_clone, opened = world.xenctrl.clone, []
+
+    def first_only():
+        if opened:
+            raise XenCallError("xc_interface_open", errno=errno.EMFILE)
+        opened.append(1)
+        return real_clone()
+    world.xenctrl.clone = first_only
+    report = resume(world, tmp_path, parallel=4)
+    assert len(report.resumed) == 9 and not any(guest.suspended for guest in guests)
+    assert len(world.xenctrl.threads) == 1

@@ -47,3 +47,18 @@ def test_negative_parallel_is_refused(tmp_path, monkeypatch, capsys):
                      monkeypatch, capsys)
     assert run.failed and "parallel must be >= 1, or 0 for no bound" in run.result["msg"]
     assert not any(guest.suspended for guest in guests)
+
+
+def test_the_open_file_limit_goes_up_to_the_hard_limit():
+    import resource
+    from ansible_collections.xen.suspend.plugins.module_utils._module_base import raise_open_file_limit
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    low = 256 if hard == resource.RLIM_INFINITY or hard > 256 else hard
+    resource.setrlimit(resource.RLIMIT_NOFILE, (low, hard))
+    try:
+        raise_open_file_limit()
+        now_soft, now_hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        assert now_hard == hard
+        assert now_soft == (hard if hard != resource.RLIM_INFINITY else 65536)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
