@@ -23,6 +23,7 @@ XS_RESUME and one batched domain-info read to verify them. Only a domain not yet
 running then is looked at again (every VERIFY_POLL, until ``timeout``).
 """
 
+import os
 import queue
 import threading
 import time
@@ -63,6 +64,7 @@ RETURN_COALESCE = 0.005
 NEXT_DONE, NEXT_RESUME, NEXT_WAIT = "done", "resume", "wait"
 # _start: the domain's info was not read in a batch
 _UNKNOWN = object()
+RELEASE_DOMAIN = b"@releaseDomain"
 # Long enough for a killed run's guests at the default options (their settle_by is at most
 # ack_timeout + timeout + a few seconds after the intent), so one resume settles them.
 DEFAULT_SETTLE_TIMEOUT = 150.0
@@ -817,7 +819,30 @@ class ResumeEngine(object):
 
     def _wait_for_settling(self, jobs):
         """Guests that may still suspend because of our request: resumed once they did, settled
-        once their settle time passed, reported still suspending after settle_timeout."""
+        once their settle time passed, reported still suspending after settle_timeout. A
+        suspend fires @releaseDomain (not while an event channel is subscribed): its watch
+        wakes us at once; every SETTLE_POLL the domains are looked at anyway."""
+        if not jobs:
+            return
+        token = self._watch_release() if not self.check_mode else None
+        try:
+            self._settle_jobs(jobs, token)
+        finally:
+            if token is not None:
+                try:
+                    self.xs.unwatch(RELEASE_DOMAIN, token)
+                except XenSuspendError:
+                    pass
+
+    def _watch_release(self):
+        token = ("xen-suspend-resume-%d-release" % os.getpid()).encode("ascii")
+        try:
+            self.xs.watch(RELEASE_DOMAIN, token)
+        except XenSuspendError:
+            return None  # a hint only: the polling does the work
+        return token
+
+    def _settle_jobs(self, jobs, token):
         deadline = self.clock() + self.settle_timeout
         while jobs:
             interrupted = self._interrupted_by()
@@ -848,7 +873,8 @@ class ResumeEngine(object):
                     self._thaw_monitor(job)
                     job.release()
                 return
-            self.backends.wait([], SETTLE_POLL)
+            if self.backends.wait([self.xs.fileno()] if token is not None else [], SETTLE_POLL):
+                self.xs.events_nowait()  # (hints: the domain info decides)
 
     def _settle_step(self, job, info):
         """True while the job must go on waiting."""

@@ -228,3 +228,19 @@ def test_threads_that_cannot_open_a_handle_leave_the_calls_to_the_others(tmp_pat
     report = resume(world, tmp_path, parallel=4)
     assert len(report.resumed) == 9 and not any(guest.suspended for guest in guests)
     assert len(world.xenctrl.threads) == 1
+
+
+def test_settling_waits_on_release_domain_and_leaves_no_watch(tmp_path):
+    world = World()
+    guest = world.add_domain(3, "late", suspend_delay=4.0)
+    backends = world.backends(tmp_path)
+    report, _backends = run_suspend(world, tmp_path, timeout=1.0, continue_on_error=True)
+    assert not guest.suspended
+    world.xenstore.ops[:] = []
+    records = list_records(world.xenctrl, world.xenstore)
+    plan = plan_resume(records, backends.ledger.read(), parse_selectors([]), clock=backends.clock)
+    report = ResumeEngine(backends, settle_timeout=30.0).run(plan)
+    assert report.resumed == ["late"] and not guest.suspended
+    watched = [op for op in world.xenstore.ops if op[1] == b"@releaseDomain"]
+    assert [op for op, _path in watched] == ["watch", "unwatch"]
+    assert world.xenstore.watches == set()
