@@ -1,38 +1,49 @@
 #!/usr/bin/env python3
 """`make bench`: suspending and resuming a fleet at once versus one domain at a time.
 
-For 10, 100 and 500 simulated upstream-Linux PV guests (tests/xensim, quiesce delay 200 +- 50 ms),
-in the same run and against the same simulated dom0:
+For 10, 100, 500 and 1000 simulated upstream-Linux PV guests (tests/xensim, quiesce delay
+200 +- 50 ms), in the same run and against the same simulated dom0:
 
-* fleet: ONE domain_suspended call for the whole fleet with parallel = fleet size (the module's
-  default, parallel=32, is measured too), then ONE domain_resumed call;
+* fleet: ONE domain_suspended call for the whole fleet at the module's default options
+  (parallel=0: no bound; parallel=32 is measured too), then ONE domain_resumed call;
 * sequential, the way libxl's xendomains works (one domain suspended and waited for before the
   next starts):
   - "one call, parallel=1": the same single call with parallel=1. This is the sequential figure
-    reported for 500 (sequential_s): it charges the sequential approach nothing but the waiting,
-    so the ratio printed is a lower bound;
+    reported for 500 and 1000 (sequential_s): it charges the sequential approach nothing but the
+    waiting, so the ratio printed is a lower bound;
   - "one call per domain" (10 and 100 only; ~0.5 s per domain): one domain_suspended call per
     domain by name, then one domain_resumed call per domain, as xendomains runs one `xl save
     <name>` per domain. Each call pays opening the Xen libraries and xenstore and a name lookup
     over every domain (libxl_name_to_domid does the same).
 
+Then resume500: 500 guests suspended at once, then resumed by ONE domain_resumed call at its
+defaults (resume calls in up to 128 threads) and, on the same dom0, by one call with parallel=1
+(one domain after the other), on a simulated dom0 whose resumes cost what the real bed measured
+(RESUME_COST: xc_domain_resume 12-58 ms for its caller, overlapping between callers, Xen's
+domctl lock 50 us of it, serialised; the guest's own resume 70-700 ms, see tests/xensim/README.md).
+
 Every call runs a module's real code (its main(), real backends: the shim libxenctrl through
 cffi, pyxs to the simulated xenstored, the ledger on disk) in a worker process started with the
 simulator's environment, without Ansible's per-task process start-up; the module path through
 ansible-playbook is measured too (500 as one task; 10 as one task and as one task per domain).
-Per call the worker measures wall time, process CPU time (all threads: pyxs's router thread
-too) and every xenstore request sent (inventory included); then the simulator is asked whether
-every guest really is suspended (then running again), or the bench fails.
+Per call the worker measures wall time, process CPU time (all threads: pyxs's router thread and
+the resume threads too) and every xenstore request sent (inventory included); then the simulator
+is asked whether every guest really is suspended (then running again, each back from its own
+resume), or the bench fails.
 
-The last line is machine-readable:
+The last lines are machine-readable, all measured in the same run:
 fleet500 parallel_s=... sequential_s=... slowest_guest_s=... cpu_ms_per_domain=... xs_round_trips_per_domain=...
+fleet1000 parallel_s=... sequential_s=... slowest_guest_s=... cpu_ms_per_domain=... xs_round_trips_per_domain=...
+resume500 parallel_s=... sequential_s=... cpu_ms_per_domain=...
 
-parallel_s is the wall time of the whole domain_suspended call (open libraries and xenstore,
-inventory, suspend, verify, ledger) for 500 guests with parallel=500; sequential_s the same call
-with parallel=1; cpu_ms_per_domain and xs_round_trips_per_domain are for the parallel=500 call,
-everything included. slowest_guest_s is the slowest delay a guest of this fleet can have,
-quiesce_ms + jitter_ms = 0.25 s (with 500 uniform draws the real maximum is within a fraction of
-a millisecond of it; the simulator does not report the delays it drew).
+fleetN: parallel_s is the wall time of the whole domain_suspended call (open libraries and
+xenstore, inventory, suspend, verify, ledger) for N guests at the default options; sequential_s
+the same call with parallel=1; cpu_ms_per_domain and xs_round_trips_per_domain are for the
+default call, everything included. slowest_guest_s is the slowest delay a guest of this fleet can
+have, quiesce_ms + jitter_ms = 0.25 s (with 500 uniform draws the real maximum is within a
+fraction of a millisecond of it; the simulator does not report the delays it drew).
+resume500: parallel_s and sequential_s are the wall times of the whole domain_resumed calls (at
+its defaults, and with parallel=1), cpu_ms_per_domain is for the default call.
 """
 
 import argparse
