@@ -64,6 +64,8 @@ RETURN_COALESCE = 0.005
 NEXT_DONE, NEXT_RESUME, NEXT_WAIT = "done", "resume", "wait"
 # _start: the domain's info was not read in a batch
 _UNKNOWN = object()
+# _ResumeCalls: the run stopped before this call was made
+NOT_STARTED = object()
 RELEASE_DOMAIN = b"@releaseDomain"
 # Long enough for a killed run's guests at the default options (their settle_by is at most
 # ack_timeout + timeout + a few seconds after the intent), so one resume settles them.
@@ -259,6 +261,7 @@ class _ResumeCalls(object):
         self.todo = queue.Queue()
         self.done = queue.Queue()
         self.started = False
+        self.stopped = False  # set: the calls not started yet are not made (NOT_STARTED)
         self.pending = 0
         self.handle_calls = 0
         self.thread_names = set()
@@ -329,6 +332,9 @@ class _ResumeCalls(object):
                 if item is None:
                     return
                 job, fast = item
+                if self.stopped:  # a signal, or a failure with continue_on_error false
+                    self.done.put((job, NOT_STARTED))
+                    continue
                 self.done.put((job, self._call(handle, job.record.domid, fast)))
         finally:
             if handle is not None:
@@ -386,7 +392,8 @@ class _ResumeCalls(object):
                 return
             if item is not None:
                 job, fast = item
-                self.done.put((job, self._call(self.xc, job.record.domid, fast)))
+                self.done.put((job, NOT_STARTED if self.stopped else
+                               self._call(self.xc, job.record.domid, fast)))
 
     def close(self):
         """Every call submitted has returned (they are waited for: a resume in flight is never
@@ -502,6 +509,8 @@ class ResumeEngine(object):
                 continue
             if not active:
                 return
+            if self._stopping():
+                calls.stopped = True
             if calls.pending:
                 self._returned(calls.wait(VERIFY_POLL if self._verifying else CALL_WAIT))
             else:
@@ -567,6 +576,11 @@ class ResumeEngine(object):
         pipelined batch) and are verified together."""
         resumed = []
         for job, exc in returned:
+            if exc is NOT_STARTED:
+                job.phases.stop()
+                self._check_stop(job)
+                job.release()
+                continue
             if exc is not None:
                 self._failed(job, exc, RESUME)
                 job.phases.stop()
@@ -654,10 +668,15 @@ class ResumeEngine(object):
             return None
         return round(max(0.0, self.backends.wall_clock() - suspended_at), 3)
 
-    def _check_stop(self, job):
+    def _stopping(self):
+        """The reason no further resume is started (a signal, or a failure with
+        continue_on_error false), None while they go on."""
         if self._stop_reason is None and self._interrupted_by() is not None:
             self._stop_reason = "not attempted: the run was interrupted by %s" % self._interrupted_by()
-        if self._stop_reason is None:
+        return self._stop_reason
+
+    def _check_stop(self, job):
+        if self._stopping() is None:
             return False
         job.error = {"kind": "not_attempted", "phase": None,
                      "message": "domain %s: %s" % (job.label, self._stop_reason)}

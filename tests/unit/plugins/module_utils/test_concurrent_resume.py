@@ -244,3 +244,48 @@ def test_settling_waits_on_release_domain_and_leaves_no_watch(tmp_path):
     watched = [op for op in world.xenstore.ops if op[1] == b"@releaseDomain"]
     assert [op for op, _path in watched] == ["watch", "unwatch"]
     assert world.xenstore.watches == set()
+
+
+class _Signal(object):
+    reason = None
+
+
+def test_a_signal_stops_the_calls_not_started_yet(tmp_path):
+    world, guests = suspended_world(tmp_path, 10, ThreadedXenCtrl, hold=0.05)
+    backends = world.backends(tmp_path)
+    backends.interruption = signal = _Signal()
+    real = _Handle.resume
+
+    def resume_then_signal(handle, domid, fast):
+        signal.reason = "SIGTERM"  # arrives while the first calls are under way
+        real(handle, domid, fast)
+    _Handle.resume = resume_then_signal
+    try:
+        records = list_records(world.xenctrl, world.xenstore)
+        plan = plan_resume(records, backends.ledger.read(), parse_selectors([]), clock=backends.clock)
+        report = ResumeEngine(backends, parallel=2).run(plan)
+    finally:
+        _Handle.resume = real
+    assert report.interrupted == "SIGTERM"
+    done = [item for item in report.results if item["error"] is None]
+    stopped = [item for item in report.results if item["error"] is not None]
+    assert 1 <= len(done) <= 4 and len(done) + len(stopped) == 10
+    assert all(item["error"]["kind"] == "not_attempted" for item in stopped)
+    left = ledger_entries(tmp_path)
+    for guest in guests:
+        # resumed and removed, or still suspended with its entry ("resuming": the next run's)
+        assert (not guest.suspended and guest.uuid not in left) or \
+            (guest.suspended and left[guest.uuid]["state"] == "resuming")
+    again = resume(world, tmp_path, parallel=2)  # the next run brings back the rest
+    assert len(again.resumed) == len(stopped) and not any(guest.suspended for guest in guests)
+    assert ledger_entries(tmp_path) == {}
+
+
+def test_continue_on_error_false_stops_the_calls_not_started_yet(tmp_path):
+    world, guests = suspended_world(tmp_path, 10, ThreadedXenCtrl, hold=0.05)
+    world.xenctrl.fail_domids = {1, 2}
+    report = resume(world, tmp_path, parallel=2, continue_on_error=False)
+    kinds = [item["error"]["kind"] if item["error"] else None for item in report.results]
+    assert kinds[:2] == ["call_failed", "call_failed"]
+    assert kinds.count("not_attempted") >= 6  # (a call or two may have started meanwhile)
+    assert all(guest.suspended for guest, kind in zip(guests, kinds) if kind == "not_attempted")
