@@ -47,7 +47,7 @@ def utc_timestamp(now=None):
     (_ledger_transitions.parse_timestamp)."""
     if now is None:
         now = time.time()
-    millis = int(round(now * 1000.0)) if now == now else 0  # (NaN: the epoch, never raised)
+    millis = int(round(now * 1000.0))
     seconds, millis = divmod(millis, 1000)
     return "%s.%03dZ" % (time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)), millis)
 
