@@ -542,6 +542,8 @@ class ResumeEngine(object):
             else:
                 job.release()
             self._note_failure(job)
+        if to_resume:
+            self._check_resume_function()
         candidates = list(to_resume)
         self._mark_resuming(to_resume)
         for job in candidates:
@@ -549,6 +551,13 @@ class ResumeEngine(object):
                 job.release()
                 self._note_failure(job)
         return to_resume
+
+    def _check_resume_function(self):
+        """A missing xc_domain_resume (libxenguest) fails the run with its install hint here,
+        before any mark or call, rather than each domain in its thread."""
+        libraries = getattr(self.xc, "libraries", None)
+        if libraries is not None and hasattr(libraries, "resume_function"):
+            libraries.resume_function()
 
     def _lock(self, job):
         """True when the job holds its domain's lock (check mode takes none)."""

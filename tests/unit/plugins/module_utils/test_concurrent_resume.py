@@ -289,3 +289,21 @@ def test_continue_on_error_false_stops_the_calls_not_started_yet(tmp_path):
     assert kinds[:2] == ["call_failed", "call_failed"]
     assert kinds.count("not_attempted") >= 6  # (a call or two may have started meanwhile)
     assert all(guest.suspended for guest, kind in zip(guests, kinds) if kind == "not_attempted")
+
+
+def test_a_missing_xc_domain_resume_fails_the_run_before_any_mark_or_call(tmp_path):
+    from ansible_collections.xen.suspend.plugins.module_utils._errors import DependencyError
+    world, guests = suspended_world(tmp_path, 3, ThreadedXenCtrl)
+
+    class Libraries(object):
+        @staticmethod
+        def resume_function():
+            raise DependencyError("xc_domain_resume is in neither libxenguest.so.4.17 nor "
+                                  "libxenctrl.so.4.17", library="libxenguest.so.4.17")
+    world.xenctrl.libraries = Libraries()
+    with pytest.raises(DependencyError):
+        resume(world, tmp_path, parallel=4)
+    assert all(guest.suspended for guest in guests)
+    assert [entry["state"] for entry in ledger_entries(tmp_path).values()] == ["suspended"] * 3
+    assert world.xenctrl.clones == [] or all(h.calls == 0 for h in world.xenctrl.clones)
+    assert not os.listdir(str(tmp_path / "run-xen"))  # every lock given back
