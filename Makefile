@@ -68,8 +68,9 @@ rehearse: venv
 	$(PY) tests/demo/rehearse.py --fleet '$(FLEET)' $(if $(PLAYBOOK),--playbook '$(PLAYBOOK)') $(if $(TASKS),--tasks '$(TASKS)') \
 	  $(if $(GROUP),--group '$(GROUP)') $(if $(KEEP),--keep) --args='$(ARGS)'
 
-# Fleet versus one-domain-at-a-time suspend/resume of 10, 100 and 500 simulated guests
-# (tests/bench); its last line is machine-readable. A few minutes.
+# Fleet versus one-domain-at-a-time suspend/resume of 10, 100, 500 and 1000 simulated guests,
+# and the resume of 500 guests whose resumes cost the real bed's figures (tests/bench); its last
+# lines (fleet500, fleet1000, resume500) are machine-readable. About ten minutes.
 bench: venv
 	$(PY) tests/bench/fleet_bench.py
 

@@ -48,7 +48,14 @@ MAX_LEDGER_BYTES = 64 * 1024 * 1024
 
 
 def utc_timestamp(now=None):
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))
+    """``2025-01-01T10:00:00.250Z``: UTC with milliseconds (rounded down). Ledgers written
+    before had whole seconds (``2025-01-01T10:00:00Z``); readers take both
+    (_ledger_transitions.parse_timestamp)."""
+    if now is None:
+        now = time.time()
+    millis = int(round(now * 1000.0))
+    seconds, millis = divmod(millis, 1000)
+    return "%s.%03dZ" % (time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)), millis)
 
 
 def make_entry(uuid, domid, name, method, state=STATE_INTENT, resume_fast=True, now=None,

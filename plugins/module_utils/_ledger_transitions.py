@@ -39,10 +39,20 @@ SETTLE_REASONS = (NEVER_SENT, WITHDRAWN, GONE, OTHER_SHUTDOWN, RESUMED, FOUND_RU
 
 
 def parse_timestamp(stamp):
-    """Seconds since the epoch of a ledger timestamp, None when absent or malformed."""
+    """Seconds since the epoch (a float) of a ledger timestamp, with or without milliseconds
+    (``...T10:00:00.250Z``, or ``...T10:00:00Z`` as older versions wrote), None when absent or
+    malformed."""
     try:
-        return calendar.timegm(time.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ"))
-    except (TypeError, ValueError):
+        whole, dot, fraction = stamp.partition(".")
+        if dot:
+            if not (fraction.endswith("Z") and fraction[:-1].isdigit() and len(fraction) <= 10):
+                return None
+            whole += "Z"
+            fraction = float("0." + fraction[:-1])
+        else:
+            fraction = 0.0
+        return calendar.timegm(time.strptime(whole, "%Y-%m-%dT%H:%M:%SZ")) + fraction
+    except (AttributeError, TypeError, ValueError):
         return None
 
 

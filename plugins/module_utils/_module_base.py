@@ -14,6 +14,11 @@ import os
 import sys
 import traceback
 
+try:
+    import resource
+except ImportError:  # pragma: no cover - not on Linux
+    resource = None
+
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible.module_utils.common.respawn import (
     has_respawned, probe_interpreters_for_module, respawn_module)
@@ -60,6 +65,20 @@ def respawn_interpreter(missing, candidates=None, probe=None, executable=None):
         if all(probe([path], name) for name in missing):
             return path
     return None
+
+
+def raise_open_file_limit():
+    """A whole fleet at once holds a lock file per domain (and a resume a handle per thread):
+    the soft limit on open files (often 1024) goes up to the hard one, for this process only."""
+    if resource is None:
+        return
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        target = hard if hard != resource.RLIM_INFINITY else 65536
+        if soft != resource.RLIM_INFINITY and soft < target:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (ValueError, OSError):  # a container may forbid it: the run goes on with what it has
+        pass
 
 
 def _exception_text(exc):
@@ -164,14 +183,14 @@ class XenSuspendModule(object):
             self.warn(message)
         return report
 
-    def report(self, report, verb, recovery=None):
+    def report(self, report, verb, recovery=None, always_fail=False):
         """(result, failure) of a suspend or resume run, as execute() returns them: run-level
-        errors become warnings; failed domains fail the task unless continue_on_error; an
-        interrupted run always fails."""
+        errors become warnings; failed domains fail the task unless continue_on_error (and
+        always with ``always_fail``); an interrupted run always fails."""
         for message in report.errors:
             self.warn(message)
         summary = report.failure_summary(verb)
-        if summary and self.params.get("continue_on_error"):
+        if summary and self.params.get("continue_on_error") and not always_fail:
             self.warn(summary)
             summary = None
         result = report.module_result(diff=self.diff_mode)
@@ -200,6 +219,7 @@ class XenSuspendModule(object):
         try:
             self._check_ledger_path(params["ledger"])
             self.prepare()
+            raise_open_file_limit()
             backends = BACKENDS_FACTORY(
                 ledger_path=params["ledger"], xen_run_dir=params.get("xen_run_dir"),
                 xenstore_timeout=params["xenstore_timeout"])

@@ -11,15 +11,27 @@ be in the middle of ``xl save`` or a migration, so resuming it needs ``force_unr
 Only a domain that really is shut down with reason suspend is resumed:
 xc_domain_resume(fast) -- fast=1 ("suspend cancelled") unless the ledger says the guest never
 made the hypercall itself (direct method) -- then XS_RESUME, so C xenstored re-arms
-@releaseDomain for the domain, then a check that it runs. Resuming is a handful of
-synchronous hypercalls per domain, so domains are done one after another.
+@releaseDomain for the domain, then a check that it runs.
+
+Many domains are resumed at once: they are locked and looked at in windows (one
+getdomaininfolist scan, one "resuming" ledger write per window), their xc_domain_resume
+calls go to up to ``parallel`` threads, each with its own libxenctrl handle (cffi releases
+the GIL during the call, and a resume's cost is mostly its caller's wait, which overlaps:
+only Xen's domctl lock serialises, briefly), and each call's return is the event that moves
+its domain on: the returns that are in are handled together, with one pipelined batch of
+XS_RESUME and one batched domain-info read to verify them. Only a domain not yet seen
+running then is looked at again (every VERIFY_POLL, until ``timeout``).
 """
 
+import os
+import queue
+import threading
 import time
 
 from ansible_collections.xen.suspend.plugins.module_utils._domain_state import (
     STATE_GONE, STATE_RUNNING, reason_name)
-from ansible_collections.xen.suspend.plugins.module_utils._domain_poll import domain_infos
+from ansible_collections.xen.suspend.plugins.module_utils._domain_poll import (
+    batch_domain_infos, domain_infos)
 from ansible_collections.xen.suspend.plugins.module_utils._errors import (
     DomainOperationError, LedgerError, OptionError, TargetError, XenSuspendError, XenstoreError)
 from ansible_collections.xen.suspend.plugins.module_utils._phases import (
@@ -28,7 +40,7 @@ from ansible_collections.xen.suspend.plugins.module_utils._ledger import (
     STATE_INTENT, STATE_RESUMING)
 from ansible_collections.xen.suspend.plugins.module_utils._ledger_transitions import (
     DID_NOT_SUSPEND, FOUND_RUNNING, GONE, NOT_OURS, OTHER_SHUTDOWN, PRUNED, RESUMED, WITHDRAWN,
-    MarkResuming, Settle, apply_transitions, settle_deadline_passed)
+    MarkResuming, Settle, apply_transitions, parse_timestamp, settle_deadline_passed)
 from ansible_collections.xen.suspend.plugins.module_utils._suspend_method import XENSTORE
 from ansible_collections.xen.suspend.plugins.module_utils._run_report import RunReport
 from ansible_collections.xen.suspend.plugins.module_utils._targets import (
@@ -38,10 +50,23 @@ from ansible_collections.xen.suspend.plugins.module_utils._protocol_requests imp
 VERIFY_POLL = 0.005
 SETTLE_POLL = 0.05
 # Domains locked and looked at together before their "resuming" mark (one ledger write) and
-# their resumes; bounds the lock descriptors held at once.
-RESUME_BATCH = 64
+# their resumes: a whole host's fleet is one window, so one write. Bounds the lock
+# descriptors held at once.
+RESUME_BATCH = 1024
+# xc_domain_resume calls at once (threads, each with its own libxenctrl handle).
+DEFAULT_PARALLEL = 128
+# Longest wait for a resume call's return before the loop looks at signals again.
+CALL_WAIT = 0.05
+# Once a call has returned, how long the others that return meanwhile are waited for, so
+# that one XS_RESUME batch and one domain-info scan serve them all.
+RETURN_COALESCE = 0.005
 # What _start found a job needs next.
 NEXT_DONE, NEXT_RESUME, NEXT_WAIT = "done", "resume", "wait"
+# _start: the domain's info was not read in a batch
+_UNKNOWN = object()
+# _ResumeCalls: the run stopped before this call was made
+NOT_STARTED = object()
+RELEASE_DOMAIN = b"@releaseDomain"
 # Long enough for a killed run's guests at the default options (their settle_by is at most
 # ack_timeout + timeout + a few seconds after the intent), so one resume settles them.
 DEFAULT_SETTLE_TIMEOUT = 150.0
@@ -62,6 +87,8 @@ class ResumeJob(object):
         self.withdrawn = False
         self.lock = None
         self.monitor = (entry or {}).get("lifecycle_monitor")
+        self.downtime = None
+        self.verify_by = None
 
     def release(self):
         if self.lock is not None:
@@ -97,6 +124,7 @@ class ResumeJob(object):
             "withdrawn": self.withdrawn,
             "lifecycle_monitor": self.monitor,
             "phases": self.phases.as_dict(),
+            "downtime_seconds": self.downtime,
             "error": self.error,
             "notes": list(self.notes),
         }
@@ -213,18 +241,191 @@ class ResumeReport(RunReport):
         return result
 
 
+class _ResumeCalls(object):
+    """xc_domain_resume calls, up to ``threads`` at once: each thread has its own libxenctrl
+    handle (XenCtrl.clone; cffi releases the GIL while the call waits). One thread, or a
+    backend that cannot clone, calls in the caller's thread: the call's return is in
+    ``wait()`` at once. ``wait()`` hands back (job, exception or None) for the calls that have
+    returned.
+
+    The threads start each other, two each, on the first call (a thread's start costs its
+    starter a wake-up of the new thread: a hundred of them in a row would hold the first
+    calls back), and each opens its own handle; the first handle is opened here, so that
+    calls come here instead when not even one can be opened, and go on here should every
+    thread be gone."""
+
+    def __init__(self, xc, threads):
+        self.xc = xc
+        self.threads = max(1, int(threads))
+        self.inline = self.threads == 1 or not hasattr(xc, "clone")
+        self.todo = queue.Queue()
+        self.done = queue.Queue()
+        self.started = False
+        self.stopped = False  # set: the calls not started yet are not made (NOT_STARTED)
+        self.pending = 0
+        self.handle_calls = 0
+        self.thread_names = set()
+        self._ended = 0  # threads that ended, or will never start
+        self._cond = threading.Condition()
+
+    def prestart(self):
+        """Start the threads (and open their handles) now, while the domains are still being
+        locked and looked at."""
+        if not self.inline and not self.started:
+            self._start_workers()
+
+    def submit(self, job, fast):
+        self.pending += 1
+        if not self.inline and not self.started:
+            self._start_workers()
+        if self.inline:
+            self.done.put((job, self._call(self.xc, job.record.domid, fast)))
+        else:
+            self.todo.put((job, fast))
+
+    def _start_workers(self):
+        try:
+            handle = self.xc.clone()
+        except XenSuspendError:
+            self.inline = True  # no handle at all: one call after the other, here
+            return
+        self.started = True
+        self._spawn(0, handle)
+
+    def _spawn(self, index, handle=None):
+        try:
+            worker = threading.Thread(target=self._work, args=(index, handle),
+                                      name="xc-resume-%d" % index)
+            worker.daemon = True
+            worker.start()
+        except Exception:  # pylint: disable=broad-except  # (no more threads): the others call
+            if handle is not None:
+                handle.close()
+            self._end(self._subtree(index))
+
+    def _subtree(self, index):
+        """How many threads ``index`` and those it starts (and so on) are."""
+        count, level = 0, [index]
+        while level:
+            level = [i for i in level if i < self.threads]
+            count += len(level)
+            level = [child for i in level for child in (2 * i + 1, 2 * i + 2)]
+        return count
+
+    def _end(self, count):
+        with self._cond:
+            self._ended += count
+            self._cond.notify_all()
+
+    def _work(self, index, handle):
+        try:
+            for child in (2 * index + 1, 2 * index + 2):
+                if child < self.threads:
+                    self._spawn(child)
+            if handle is None:
+                try:
+                    handle = self.xc.clone()
+                except Exception:  # pylint: disable=broad-except  # the others do the calls
+                    return
+            while True:
+                item = self.todo.get()
+                if item is None:
+                    return
+                job, fast = item
+                if self.stopped:  # a signal, or a failure with continue_on_error false
+                    self.done.put((job, NOT_STARTED))
+                    continue
+                self.done.put((job, self._call(handle, job.record.domid, fast)))
+        finally:
+            if handle is not None:
+                with self._cond:
+                    self.handle_calls += getattr(handle, "calls", 0)
+                    self.thread_names.add(threading.current_thread().name)
+                try:
+                    handle.close()
+                except Exception:  # pylint: disable=broad-except  # closing never hides a result
+                    pass
+            self._end(1)
+
+    @staticmethod
+    def _call(handle, domid, fast):
+        try:
+            handle.resume(domid, fast)
+        except XenSuspendError as exc:
+            return exc
+        except Exception as exc:  # pylint: disable=broad-except  # reported for its domain
+            return DomainOperationError("xc_domain_resume failed: %s" % exc, kind="error")
+        return None
+
+    def _all_ended(self):
+        with self._cond:
+            return self._ended >= self.threads
+
+    def wait(self, timeout):
+        """The calls that have returned, waiting up to ``timeout`` for the first one."""
+        returned = []
+        if not self.pending:
+            return returned
+        if self.started and self._all_ended():
+            self._call_here()
+        try:
+            returned.append(self.done.get(timeout=max(0.0, timeout)) if timeout > 0
+                            else self.done.get_nowait())
+        except queue.Empty:
+            return returned
+        until = time.monotonic() + (0.0 if self.inline else RETURN_COALESCE)
+        while len(returned) < self.pending:
+            left = until - time.monotonic()
+            try:
+                returned.append(self.done.get(timeout=left) if left > 0 else self.done.get_nowait())
+            except queue.Empty:
+                break
+        self.pending -= len(returned)
+        return returned
+
+    def _call_here(self):
+        """Every thread is gone (none could open a handle or start): the rest is called here."""
+        while True:
+            try:
+                item = self.todo.get_nowait()
+            except queue.Empty:
+                return
+            if item is not None:
+                job, fast = item
+                self.done.put((job, NOT_STARTED if self.stopped else
+                               self._call(self.xc, job.record.domid, fast)))
+
+    def close(self):
+        """Every call submitted has returned (they are waited for: a resume in flight is never
+        left behind); the threads end and their handles close."""
+        if not self.started:
+            return
+        for _index in range(self.threads):  # (every thread there is or is still to come)
+            self.todo.put(None)
+        with self._cond:
+            while self._ended < self.threads:
+                self._cond.wait(1.0)
+        self.xc.calls += self.handle_calls
+        self.started = False
+
+
 class ResumeEngine(object):
     """Resumes the jobs of a ResumePlan. ``timeout``: how long to wait for a resumed domain
     to be seen running; ``settle_timeout``: how long to wait for guests that may still be on
-    their way down because of a request of ours (answered, notified, or a stopped run's)."""
+    their way down because of a request of ours (answered, notified, or a stopped run's);
+    ``parallel``: resume calls at once (threads). ``continue_on_error`` false stops starting
+    resumes after the first failure (those under way finish)."""
 
-    def __init__(self, backends, timeout=10.0, continue_on_error=False, check_mode=False,
+    def __init__(self, backends, timeout=10.0, continue_on_error=True, check_mode=False,
                  prune_vanished=False, settle_timeout=DEFAULT_SETTLE_TIMEOUT,
-                 force_unrecorded=False):
+                 force_unrecorded=False, parallel=DEFAULT_PARALLEL):
         for name, value in (("timeout", timeout), ("settle_timeout", settle_timeout)):
             if value is None or not value >= 0 or (name == "timeout" and not value > 0):  # pylint: disable=unnecessary-negation  # also rejects NaN
                 raise OptionError("invalid options, nothing was touched: %s must be > 0, not %r"
                                   % (name, value))
+        if parallel is None or int(parallel) < 1:
+            raise OptionError("invalid options, nothing was touched: parallel must be >= 1, not %r"
+                              % (parallel,))
         self.backends = backends
         self.xc = backends.xenctrl
         self.xs = backends.xenstore
@@ -235,9 +436,11 @@ class ResumeEngine(object):
         self.check_mode = check_mode
         self.prune_vanished = prune_vanished
         self.force_unrecorded = force_unrecorded
+        self.parallel = int(parallel)
         self._errors = []
         self._transitions = []
         self._stop_reason = None
+        self._verifying = []
 
     def _interrupted_by(self):
         interruption = self.backends.interruption
@@ -253,25 +456,14 @@ class ResumeEngine(object):
         if not self.check_mode and any(job.record is not None for job in plan.jobs):
             self.backends.locks.check_run_dir()
         waiting = []
+        calls = _ResumeCalls(self.xc, min(self.parallel, max(1, len(plan.jobs))))
         try:
-            for first in range(0, len(plan.jobs), RESUME_BATCH):
-                batch = plan.jobs[first:first + RESUME_BATCH]
-                to_resume = []
-                for job in batch:
-                    if self._check_stop(job):
-                        continue
-                    step = self._start(job)
-                    if step == NEXT_WAIT:
-                        waiting.append(job)
-                    elif step == NEXT_RESUME:
-                        to_resume.append(job)
-                    self._note_failure(job)
-                self._mark_resuming(to_resume)
-                for job in to_resume:
-                    if not self._check_stop(job):
-                        self._resume_guarded(job)
-                        self._note_failure(job)
-                    job.release()
+            try:
+                if not self.check_mode and len(plan.jobs) > 1:
+                    calls.prestart()
+                self._resume_all(plan.jobs, waiting, calls)
+            finally:
+                calls.close()
             self._wait_for_settling(waiting)
         finally:
             for job in plan.jobs:
@@ -292,10 +484,208 @@ class ResumeEngine(object):
         report.pruned = bool(self.prune_vanished and plan.vanished)
         return report
 
-    def _check_stop(self, job):
+    def _resume_all(self, jobs, waiting, calls):
+        """Windows of domains are locked, looked at and marked "resuming" while the resume
+        calls of earlier ones are under way (at most RESUME_BATCH hold their locks at once;
+        a new window waits until half of that is free, so that the "resuming" marks stay few
+        ledger writes); each call's return is verified with the others in at that moment."""
+        first = 0
+        while True:
+            active = calls.pending + len(self._verifying)
+            left = len(jobs) - first
+            if left and (active == 0 or RESUME_BATCH - active >= min(RESUME_BATCH // 2, left)):
+                batch = jobs[first:first + RESUME_BATCH - active]
+                first += len(batch)
+                for job in self._start_batch(batch, waiting):
+                    if self._check_stop(job):
+                        job.release()
+                        continue
+                    job.phases.start(RESUME)
+                    fast = True if job.entry is None else bool(job.entry.get("resume_fast", True))
+                    calls.submit(job, fast)
+                    if calls.inline:  # returned already: one at a time, as it says
+                        self._returned(calls.wait(0))
+                        self._verify(self._verifying)
+                continue
+            if not active:
+                return
+            if self._stopping():
+                calls.stopped = True
+            if calls.pending:
+                self._returned(calls.wait(VERIFY_POLL if self._verifying else CALL_WAIT))
+            else:
+                self.backends.wait([], VERIFY_POLL)
+            self._verify(self._verifying)
+
+    def _start_batch(self, batch, waiting):
+        """Lock every job of ``batch`` (not in check mode), look at them in one scan, settle
+        what needs no resume, mark the rest "resuming" (one ledger write): those are returned."""
+        looked = []
+        for job in batch:
+            if self._check_stop(job):
+                continue
+            if self._lock(job):
+                looked.append(job)
+            else:
+                self._note_failure(job)
+        infos = self._batch_infos(looked)
+        to_resume = []
+        for job in looked:
+            if self._check_stop(job):
+                job.release()
+                continue
+            step = self._start(job, infos.get(job.record.domid, _UNKNOWN))
+            if step == NEXT_WAIT:
+                waiting.append(job)
+            elif step == NEXT_RESUME:
+                to_resume.append(job)
+            else:
+                job.release()
+            self._note_failure(job)
+        if to_resume:
+            self._check_resume_function()
+        candidates = list(to_resume)
+        self._mark_resuming(to_resume)
+        for job in candidates:
+            if job.error is not None:  # the mark could not be written: not resumed
+                job.release()
+                self._note_failure(job)
+        return to_resume
+
+    def _check_resume_function(self):
+        """A missing xc_domain_resume (libxenguest) fails the run with its install hint here,
+        before any mark or call, rather than each domain in its thread."""
+        libraries = getattr(self.xc, "libraries", None)
+        if libraries is not None and hasattr(libraries, "resume_function"):
+            libraries.resume_function()
+
+    def _lock(self, job):
+        """True when the job holds its domain's lock (check mode takes none)."""
+        if self.check_mode:
+            return True
+        job.phases.start(LOOKUP)  # (first in the phases, as a lookup begins with the lock)
+        job.phases.start(LOCK)
+        try:
+            # Before looking: what a live run is doing must not be judged from outside.
+            job.lock = self.backends.locks.acquire(job.record.domid)
+            return True
+        except XenSuspendError as exc:
+            self._failed(job, exc, LOCK)
+            return False
+        finally:
+            job.phases.stop()
+
+    def _batch_infos(self, jobs):
+        """{domid: info} of one scan, {} when a scan is not possible (each job asks alone)."""
+        infos = batch_domain_infos(self.xc, [job.record.domid for job in jobs])
+        return infos if infos is not None else {}
+
+    def _returned(self, returned):
+        """Resume calls that returned: failures reported; the others get XS_RESUME (one
+        pipelined batch) and are verified together."""
+        resumed = []
+        for job, exc in returned:
+            if exc is NOT_STARTED:
+                job.phases.stop()
+                self._check_stop(job)
+                job.release()
+                continue
+            if exc is not None:
+                self._failed(job, exc, RESUME)
+                job.phases.stop()
+                self._note_failure(job)
+                continue
+            job.changed = True
+            resumed.append(job)
+        if not resumed:
+            return
+        self._xs_resume(resumed)
+        deadline = self.clock() + self.timeout
+        for job in resumed:
+            job.phases.start(VERIFY)
+            job.verify_by = deadline
+        self._verifying.extend(resumed)
+
+    def _xs_resume(self, jobs):
+        many = getattr(self.xs, "resume_domains", None)
+        if many is not None and len(jobs) > 1:
+            outcomes = many([job.record.domid for job in jobs])
+            for job, outcome in zip(jobs, outcomes):
+                if outcome.error is not None:
+                    self._xs_resume_failed(job, outcome.error)
+            return
+        for job in jobs:
+            try:
+                self.xs.resume_domain(job.record.domid)
+            except XenstoreError as exc:
+                self._xs_resume_failed(job, exc)
+
+    @staticmethod
+    def _xs_resume_failed(job, exc):
+        job.notes.append("XS_RESUME failed (%s): C xenstored may not report this domain's "
+                         "next shutdown" % exc)
+
+    def _verify(self, jobs):
+        """One look at every resumed domain not yet seen running: done, failed, or (still shut
+        down, before its deadline) looked at again next time."""
+        if not jobs:
+            return
+        infos = self._batch_infos(jobs)
+        still = []
+        now = self.clock()
+        for job in jobs:
+            try:
+                info = infos[job.record.domid] if job.record.domid in infos else \
+                    self.xc.domain_info(job.record.domid)
+                if self._judge_resumed(job, info, now):
+                    continue
+            except XenSuspendError as exc:
+                self._failed(job, exc, VERIFY)
+                job.phases.stop()
+                self._note_failure(job)
+                continue
+            still.append(job)
+        self._verifying = still
+
+    def _judge_resumed(self, job, info, now):
+        """True once the job is done (running: success); raises when it failed."""
+        if info is None or info.uuid != job.record.uuid:
+            job.after = STATE_GONE
+            raise DomainOperationError("the domain vanished after resume", kind="vanished")
+        job.after = info.state
+        if not info.shut_down and not info.dying:
+            self._resumed(job)
+            return True
+        if now >= job.verify_by:
+            raise DomainOperationError("the domain is still %s %g s after xc_domain_resume"
+                                       % (info.state, self.timeout), kind="timeout")
+        return False
+
+    def _resumed(self, job):
+        job.succeeded = True
+        job.downtime = self._downtime(job)
+        job.phases.stop()
+        if job.entry is not None:
+            self._settle(job, RESUMED)
+        self._thaw_monitor(job)
+        job.release()
+
+    def _downtime(self, job):
+        """Seconds from the ledger's verified suspend to now (the resume's completion)."""
+        suspended_at = parse_timestamp((job.entry or {}).get("suspended_at"))
+        if suspended_at is None:
+            return None
+        return round(max(0.0, self.backends.wall_clock() - suspended_at), 3)
+
+    def _stopping(self):
+        """The reason no further resume is started (a signal, or a failure with
+        continue_on_error false), None while they go on."""
         if self._stop_reason is None and self._interrupted_by() is not None:
             self._stop_reason = "not attempted: the run was interrupted by %s" % self._interrupted_by()
-        if self._stop_reason is None:
+        return self._stop_reason
+
+    def _check_stop(self, job):
+        if self._stopping() is None:
             return False
         job.error = {"kind": "not_attempted", "phase": None,
                      "message": "domain %s: %s" % (job.label, self._stop_reason)}
@@ -307,20 +697,14 @@ class ResumeEngine(object):
 
     # -- one domain ------------------------------------------------------------------------
 
-    def _start(self, job):
-        """Lock, look, settle what needs no resume; NEXT_RESUME, NEXT_WAIT (the guest may still
-        suspend because of our request) or NEXT_DONE."""
-        phase = LOOKUP
+    def _start(self, job, info=None):
+        """Look (the lock is held) and settle what needs no resume; NEXT_RESUME, NEXT_WAIT (the
+        guest may still suspend because of our request) or NEXT_DONE. ``info``: the domain's
+        info from a batch read under the lock, _UNKNOWN to read it here."""
         try:
             job.phases.start(LOOKUP)
-            if not self.check_mode:
-                phase = LOCK
-                job.phases.start(LOCK)
-                # Before looking: what a live run is doing must not be judged from outside.
-                job.lock = self.backends.locks.acquire(job.record.domid)
-                phase = LOOKUP
-                job.phases.start(LOOKUP)
-            info = self.xc.domain_info(job.record.domid)
+            if info is _UNKNOWN:
+                info = self.xc.domain_info(job.record.domid)
             if info is None or info.uuid != job.record.uuid:
                 job.after = STATE_GONE
                 raise DomainOperationError("the domain no longer exists", kind="vanished")
@@ -346,7 +730,7 @@ class ResumeEngine(object):
                 return NEXT_DONE
             return NEXT_RESUME
         except XenSuspendError as exc:
-            self._failed(job, exc, phase)
+            self._failed(job, exc, LOOKUP)
         finally:
             job.phases.stop()
         return NEXT_DONE
@@ -375,14 +759,6 @@ class ResumeEngine(object):
                                         "before the resume, so it was not resumed: %s"
                                         % (job.label, exc)}
             del jobs[:]
-
-    def _resume_guarded(self, job):
-        try:
-            self._resume(job)
-        except XenSuspendError as exc:
-            self._failed(job, exc, RESUME)
-        finally:
-            job.phases.stop()
 
     def _check_ours(self, job, info):
         """Resume only the suspend we made: a stopped run's intent whose request still stands
@@ -457,26 +833,44 @@ class ResumeEngine(object):
         return True
 
     def _resume(self, job):
+        """One domain, here and now (a guest that suspended late, while settling)."""
         job.phases.start(RESUME)
         fast = True if job.entry is None else bool(job.entry.get("resume_fast", True))
         self.xc.resume(job.record.domid, fast)
         job.changed = True
-        try:
-            self.xs.resume_domain(job.record.domid)
-        except XenstoreError as exc:
-            job.notes.append("XS_RESUME failed (%s): C xenstored may not report this domain's "
-                             "next shutdown" % exc)
+        self._xs_resume([job])
         job.phases.start(VERIFY)
-        self._wait_running(job)
-        job.succeeded = True
-        if job.entry is not None:
-            self._settle(job, RESUMED)
-        self._thaw_monitor(job)
-        job.release()
+        deadline = self.clock() + self.timeout
+        job.verify_by = deadline
+        while not self._judge_resumed(job, self.xc.domain_info(job.record.domid), self.clock()):
+            self.backends.wait([], VERIFY_POLL)
 
     def _wait_for_settling(self, jobs):
         """Guests that may still suspend because of our request: resumed once they did, settled
-        once their settle time passed, reported still suspending after settle_timeout."""
+        once their settle time passed, reported still suspending after settle_timeout. A
+        suspend fires @releaseDomain (not while an event channel is subscribed): its watch
+        wakes us at once; every SETTLE_POLL the domains are looked at anyway."""
+        if not jobs:
+            return
+        token = self._watch_release() if not self.check_mode else None
+        try:
+            self._settle_jobs(jobs, token)
+        finally:
+            if token is not None:
+                try:
+                    self.xs.unwatch(RELEASE_DOMAIN, token)
+                except XenSuspendError:
+                    pass
+
+    def _watch_release(self):
+        token = ("xen-suspend-resume-%d-release" % os.getpid()).encode("ascii")
+        try:
+            self.xs.watch(RELEASE_DOMAIN, token)
+        except XenSuspendError:
+            return None  # a hint only: the polling does the work
+        return token
+
+    def _settle_jobs(self, jobs, token):
         deadline = self.clock() + self.settle_timeout
         while jobs:
             interrupted = self._interrupted_by()
@@ -507,7 +901,8 @@ class ResumeEngine(object):
                     self._thaw_monitor(job)
                     job.release()
                 return
-            self.backends.wait([], SETTLE_POLL)
+            if self.backends.wait([self.xs.fileno()] if token is not None else [], SETTLE_POLL):
+                self.xs.events_nowait()  # (hints: the domain info decides)
 
     def _settle_step(self, job, info):
         """True while the job must go on waiting."""
@@ -564,21 +959,6 @@ class ResumeEngine(object):
             job.notes.append("xl's monitor (pid %s) continued" % monitor.get("pid"))
         else:
             job.monitor = dict(monitor, state="gone")
-
-    def _wait_running(self, job):
-        deadline = self.clock() + self.timeout
-        while True:
-            info = self.xc.domain_info(job.record.domid)
-            if info is None or info.uuid != job.record.uuid:
-                job.after = STATE_GONE
-                raise DomainOperationError("the domain vanished after resume", kind="vanished")
-            job.after = info.state
-            if not info.shut_down and not info.dying:
-                return
-            if self.clock() >= deadline:
-                raise DomainOperationError("the domain is still %s %g s after xc_domain_resume"
-                                           % (info.state, self.timeout), kind="timeout")
-            self.backends.wait([], VERIFY_POLL)
 
     def _update_ledger(self, plan):
         if self.check_mode:

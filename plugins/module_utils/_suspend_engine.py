@@ -77,6 +77,8 @@ RELEASE_DOMAIN = b"@releaseDomain"
 # connection (the module closes it right after the run): no round trip of its own, and no
 # per-run watch/unwatch that a single guest pays for. Tokens are per connection in xenstored.
 RELEASE_TOKEN = b"xen-suspend-release"
+# parallel=0: no bound (more domains than a dom0 can have)
+UNBOUNDED = 1 << 20
 
 
 class SuspendReport(RunReport):
@@ -96,8 +98,8 @@ def validate_options(method=AUTO, ack_timeout=60.0, timeout=60.0, parallel=32, p
                         ("poll_interval", poll_interval)):
         if value is None or not value > 0 or value != value or value == float("inf"):  # pylint: disable=unnecessary-negation,comparison-with-itself
             problems.append("%s must be a number of seconds > 0, not %r" % (name, value))
-    if parallel is None or int(parallel) < 1:
-        problems.append("parallel must be >= 1, not %r" % (parallel,))
+    if parallel is None or int(parallel) < 0:
+        problems.append("parallel must be >= 1, or 0 for no bound, not %r" % (parallel,))
     if problems:
         raise OptionError("invalid options, nothing was touched: " + "; ".join(problems))
 
@@ -115,7 +117,7 @@ class SuspendEngine(object):
         self.method = method
         self.ack_timeout = float(ack_timeout)
         self.timeout = float(timeout)
-        self.parallel = int(parallel)
+        self.parallel = int(parallel) or UNBOUNDED  # 0: the whole fleet at once
         self.continue_on_error = continue_on_error
         self.check_mode = check_mode
         self.poll_interval = float(poll_interval)

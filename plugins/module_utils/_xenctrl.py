@@ -105,6 +105,11 @@ class XenCtrl(object):
             raise XenCallError("xc_version", errno=ffi.errno)
         return version_from_code(code)
 
+    def clone(self):
+        """Another interface to the same libraries (the version is checked already), for a
+        thread of its own: calls on one XenCtrl are not made from two threads at once."""
+        return XenCtrl(self.libraries, self._open_interface(self.libraries))
+
     def close(self):
         if self.xch is not None:
             self.lib.xc_interface_close(self.xch)

@@ -804,6 +804,10 @@ class XenstoreClient(object):
         """
         self._ack(Op.RESUME, b"%d" % int(domid) + NUL, path=b"@resume")
 
+    def resume_domains(self, domids):
+        """XS_RESUME for every domid, pipelined: one Outcome each."""
+        return self._acks([(Op.RESUME, b"%d" % int(domid) + NUL, b"@resume") for domid in domids])
+
     # -- pipelined batches ---------------------------------------------------------------------
 
     def _pipeline(self, requests):

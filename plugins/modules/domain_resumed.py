@@ -23,6 +23,8 @@ description:
   - Ledger entries whose domain no longer exists are reported in RV(vanished).
   - The module is idempotent. A recorded domain that is already running is reported unchanged,
     and its ledger entry is removed.
+  - Many domains are resumed at once (see O(parallel)); XS_RESUME and the checks that they run
+    again are batched. Every domain that could not be resumed is reported, and fails the task.
   - Every domain is handled under libxl's per-domain suspend lock, taken without waiting. A
     domain another run (or C(xl save)/C(xl migrate)) is working on is reported with error kind
     C(busy) and left alone.
@@ -85,11 +87,25 @@ options:
     default: 150.0
   continue_on_error:
     description:
-      - When V(false), the first failure stops further resumes and fails the task.
-      - When V(true), every domain is attempted. Failures are reported in RV(failed_domains), and the task
-        does not fail.
+      - When V(true) (the default), every targeted domain is attempted, whatever happens to the
+        others.
+      - When V(false), the first failure stops the module from starting further resumes (those
+        already under way are finished); the domains not attempted are reported with error
+        kind C(not_attempted).
+      - Either way, a domain that could not be resumed fails the task, with every failure in
+        RV(failed_domains) and RV(domains). A guest left suspended is never a green run.
     type: bool
-    default: false
+    default: true
+  parallel:
+    description:
+      - How many C(xc_domain_resume) calls may be under way at the same time, each in a thread
+        of its own with its own libxenctrl handle. XS_RESUME and the checks that the domains run
+        are batched whatever this is.
+      - A resume's cost is mostly its caller's wait (the hypervisor serialises only its own short
+        part), so many at once take about as long as one. V(1) resumes one domain after the
+        other.
+    type: int
+    default: 128
   prune_vanished:
     description:
       - Remove the ledger entries reported in RV(vanished).
@@ -166,8 +182,17 @@ domains:
       type: bool
     phases:
       description:
-        - Seconds spent in each phase. The phases are C(lookup), C(lock), C(resume) and C(verify).
+        - Seconds spent in each phase. The phases are C(lock), C(lookup), C(resume) (waiting for
+          a free call slot included) and C(verify).
       type: dict
+    downtime_seconds:
+      description:
+        - Seconds from the suspend's verification, as the ledger recorded it, to this resume's
+          completion (the domain seen running again), to the millisecond.
+        - V(null) when unknown, for example for a domain the ledger does not know, one whose
+          suspend was never verified, or one that was not resumed.
+      type: float
+      sample: 42.817
     error:
       description: V(null) on success. Otherwise the failure, with C(kind), C(phase) and C(message).
       type: dict
@@ -238,7 +263,7 @@ stats:
 from ansible_collections.xen.suspend.plugins.module_utils._errors import OptionError
 from ansible_collections.xen.suspend.plugins.module_utils._module_base import XenSuspendModule
 from ansible_collections.xen.suspend.plugins.module_utils._resume import (
-    DEFAULT_SETTLE_TIMEOUT, ResumeEngine, plan_resume)
+    DEFAULT_PARALLEL, DEFAULT_SETTLE_TIMEOUT, ResumeEngine, plan_resume)
 
 
 def argument_spec():
@@ -249,8 +274,9 @@ def argument_spec():
         force_unrecorded=dict(type="bool", default=False),
         timeout=dict(type="float", default=10.0),
         settle_timeout=dict(type="float", default=DEFAULT_SETTLE_TIMEOUT),
-        continue_on_error=dict(type="bool", default=False),
+        continue_on_error=dict(type="bool", default=True),
         prune_vanished=dict(type="bool", default=False),
+        parallel=dict(type="int", default=DEFAULT_PARALLEL),
     )
 
 
@@ -276,6 +302,9 @@ class DomainResumedModule(XenSuspendModule):
         timeout = self.params["timeout"]
         if timeout is None or not timeout > 0:
             raise OptionError("invalid options, nothing was touched: timeout must be > 0, not %r" % (timeout,))
+        if self.params["parallel"] < 1:
+            raise OptionError("invalid options, nothing was touched: parallel must be >= 1, not %r"
+                              % (self.params["parallel"],))
         self.targets = self.selectors("domains")
         self.exclude = self.selectors("exclude")
         self.protected = self.selectors("protected")
@@ -286,7 +315,8 @@ class DomainResumedModule(XenSuspendModule):
                               continue_on_error=params["continue_on_error"],
                               check_mode=self.check_mode, prune_vanished=params["prune_vanished"],
                               settle_timeout=params["settle_timeout"],
-                              force_unrecorded=params["force_unrecorded"])
+                              force_unrecorded=params["force_unrecorded"],
+                              parallel=params["parallel"])
         entries = backends.ledger.check_usable(write=not self.check_mode)
         records = self.inventory(backends, [], all_names=True)
         plan = plan_resume(records, entries, self.targets, self.exclude, self.protected,
@@ -300,7 +330,9 @@ class DomainResumedModule(XenSuspendModule):
                       % (item.get("name"), item["uuid"]))
         report = engine.run(plan)
         report.recovery = recovery
-        return self.report(report, "resumed", recovery)
+        # A domain that could not be resumed always fails the task: continue_on_error only
+        # decides whether the others are still attempted.
+        return self.report(report, "resumed", recovery, always_fail=True)
 
 
 def main():

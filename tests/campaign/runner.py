@@ -165,8 +165,12 @@ class Worker(object):
         if error.get("kind") != "still_suspending" or entry.get("state") != "intent":
             return False
         try:
-            settle_by = calendar.timegm(time.strptime(entry.get("settle_by"), "%Y-%m-%dT%H:%M:%SZ"))
-        except (TypeError, ValueError):
+            # (whole seconds before ledger timestamps had milliseconds; the campaign may run
+            # against an older checkout, see --collection)
+            stamp = entry.get("settle_by")
+            settle_by = calendar.timegm(time.strptime(stamp.split(".")[0].rstrip("Z") + "Z",
+                                                      "%Y-%m-%dT%H:%M:%SZ"))
+        except (AttributeError, TypeError, ValueError):
             return False
         return settle_by > time.time() - 1
 

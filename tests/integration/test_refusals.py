@@ -43,7 +43,7 @@ REFUSED = {
     "shut_down": ("domain_suspended", {"domains": ["crashed"]}),
     "busy": ("domain_suspended", {"domains": ["locked"]}),
     "unrecorded": ("domain_suspended", {"domains": ["saving"]}),
-    "bad_parallel": ("domain_suspended", {"domains": ["web-a"], "parallel": 0}),
+    "bad_parallel": ("domain_suspended", {"domains": ["web-a"], "parallel": -1}),
     "bad_timeout": ("domain_suspended", {"domains": ["web-a"], "ack_timeout": -1}),
     "bad_method": ("domain_suspended", {"domains": ["web-a"], "method": "bogus"}),
     "empty_domains": ("domain_suspended", {"domains": []}),

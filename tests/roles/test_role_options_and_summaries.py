@@ -4,7 +4,7 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Option ranges, check mode and honest summaries of the roles (issue 11, items 11 and 12).
 
-- Out-of-range numbers (negative timeouts, parallel < 1) are refused before any guest is
+- Out-of-range numbers (negative timeouts, parallel < 0) are refused before any guest is
   touched - also the resume's, which host_maintenance would otherwise only meet after the
   suspend, with the guests already down.
 - A check-mode maintenance run says what it would resume, and every summary says
@@ -31,11 +31,11 @@ def test_out_of_range_suspend_options_are_refused_before_any_guest(make_dom0, co
 
     run = controller.run("xen.suspend.maintenance", inventory, extra_vars={
         "host_maintenance_tasks_file": ROLLING_TASKS, "fleet_suspend_timeout": -1,
-        "fleet_suspend_ack_timeout": 0, "fleet_suspend_parallel": 0})
+        "fleet_suspend_ack_timeout": 0, "fleet_suspend_parallel": -1})
     assert run.rc == 2, run
     assert "fleet_suspend_timeout must be a number of seconds > 0, not -1" in run.stdout
     assert "fleet_suspend_ack_timeout must be a number of seconds > 0, not 0" in run.stdout
-    assert "fleet_suspend_parallel must be an integer >= 1, not 0" in run.stdout
+    assert "fleet_suspend_parallel must be an integer >= 0 (0: no bound), not -1" in run.stdout
     assert run.results(action="xen.suspend.domain_suspended") == []
     assert run.results(action="xen.suspend.domain_info") == []
     untouched(dom0)
@@ -43,7 +43,7 @@ def test_out_of_range_suspend_options_are_refused_before_any_guest(make_dom0, co
     # The role on its own refuses them as well.
     run = controller.run(SUSPEND_PLAYBOOK, inventory, extra_vars={"fleet_suspend_parallel": -3})
     assert run.rc == 2, run
-    assert "fleet_suspend_parallel must be an integer >= 1, not -3" in run.stdout
+    assert "fleet_suspend_parallel must be an integer >= 0 (0: no bound), not -3" in run.stdout
     assert run.results(action="xen.suspend.domain_info") == []
     untouched(dom0)
 

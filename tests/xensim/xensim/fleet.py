@@ -6,6 +6,11 @@
     memory_mb: 1024
     vcpus: 1
     dying_ms: 50           # how long a destroyed domain stays "dying"
+    resume_ms: 0           # a guest's own resume after xc_domain_resume (devices back, first
+    resume_jitter_ms: 0    #   heartbeat): real bed 70-700 ms = 385 +- 315 (per group too)
+    resume_hypercall_ms: 0         # xc_domain_resume's latency for its caller: real bed
+    resume_hypercall_jitter_ms: 0  #   ("resume" phase) 12-58 ms = 35 +- 23; overlaps
+    domctl_lock_us: 0      # of which Xen's global domctl lock is held (serialised)
     seed: 1                # RNG seed for jitter
     xl:                    # the simulated xl (bin/xl, see xlsim.py)
       suspend_timeout_ms: 60000   # libxl's wait for the guest (xl's 60 s)
@@ -32,8 +37,12 @@ import json
 from .guests import BEHAVIOURS
 
 GROUP_DEFAULTS = {"quiesce_ms": 200, "jitter_ms": 50, "heartbeat_ms": 1000,
-                  "memory_mb": 1024, "vcpus": 1}
-TOP_KEYS = set(GROUP_DEFAULTS) | {"guests", "dying_ms", "seed", "xl"}
+                  "memory_mb": 1024, "vcpus": 1, "resume_ms": 0, "resume_jitter_ms": 0}
+# What xc_domain_resume costs (see hypervisor.Hypervisor): the caller's latency, drawn per call
+# (overlaps between callers), and the hypervisor's domctl-lock section (serialised).
+HYPERVISOR_DEFAULTS = {"resume_hypercall_ms": 0, "resume_hypercall_jitter_ms": 0,
+                       "domctl_lock_us": 0}
+TOP_KEYS = set(GROUP_DEFAULTS) | set(HYPERVISOR_DEFAULTS) | {"guests", "dying_ms", "seed", "xl"}
 GROUP_KEYS = set(GROUP_DEFAULTS) | {"behaviour", "behavior", "count", "name", "params", "xl_faults"}
 XL_KEYS = {"suspend_timeout_ms", "pages_per_mib", "log_dir"}
 
@@ -123,10 +132,13 @@ def normalise(data):
     for k in ("suspend_timeout_ms", "pages_per_mib"):
         if k in xl:
             _num(xl[k], k, "xl")
-    return {
+    out = {
         "xl": dict(xl),
         "dying_ms": _num(data.get("dying_ms", 50), "dying_ms", "spec"),
         "seed": data.get("seed"),
         "defaults": dict(GROUP_DEFAULTS, **top),
         "groups": groups,
     }
+    for key, default in HYPERVISOR_DEFAULTS.items():
+        out[key] = _num(data.get(key, default), key, "spec")
+    return out

@@ -215,7 +215,11 @@ class Guest:
         pass
 
     def on_resume(self, fast):
-        """The toolstack resumed the domain (xc_domain_resume)."""
+        """The toolstack resumed the domain (xc_domain_resume).  With the group's
+        ``resume_ms`` (+- ``resume_jitter_ms``) the guest spends that long in state
+        "resuming" first (thawing, reconnecting its devices; the hypervisor already reports
+        it running): no heartbeat, and its xenstore watch events and event-channel
+        notifications wait until it is back, as a real kernel's do."""
         if self.dead:
             return
         if self.in_hcall:
@@ -223,12 +227,43 @@ class Guest:
             cancelled = bool(fast)
             self.counters["resumes_cancelled" if cancelled else "resumes_new"] += 1
             self.last_resume = "cancelled" if cancelled else "new-domain"
+            delay = self.delay(self.cfg.get("resume_ms", 0), self.cfg.get("resume_jitter_ms", 0))
+            if delay > 0:
+                self.state = "resuming"
+                self.busy = True
+                self.later(delay, self._resumed, cancelled)
+                return
             self.state = "running"
             self.busy = False
             self.after_resume(cancelled)
         else:
             self.counters["resumes_unnoticed"] += 1
         self._run_deferred()
+
+    def _resumed(self, cancelled):
+        if self.state != "resuming":
+            return
+        self.state = "running"
+        self.busy = False
+        self.heartbeat += 1  # its first heartbeat: it is back
+        try:
+            self.xs.write("data/heartbeat", str(self.heartbeat))
+        except XsError:
+            pass
+        self.after_resume(cancelled)
+        todo, self._while_resuming = getattr(self, "_while_resuming", []), []
+        for fn, args in todo:
+            self.loop.call_soon(fn, *args)
+        self._run_deferred()
+
+    def wait_resumed(self, fn, *args):
+        """True (and ``fn(*args)`` queued for when the guest is back) while it is resuming."""
+        if self.state != "resuming":
+            return False
+        queued = self.__dict__.setdefault("_while_resuming", [])
+        if (fn, args) not in queued:
+            queued.append((fn, args))
+        return True
 
     def after_resume(self, cancelled):
         if not cancelled and self.xenstore_client:
@@ -279,6 +314,8 @@ class Guest:
         if not self.dom.runnable:
             # a paused guest handles the queued watch event once it runs
             self.defer(self.on_shutdown_watch, path)
+            return
+        if self.wait_resumed(self.on_shutdown_watch, path):
             return
         if self.state != "running":
             return  # shutting_down != SHUTDOWN_INVALID: ignore
@@ -428,6 +465,8 @@ class XenLinux(Guest):
         if not self.dom.runnable:
             self.defer(self.on_evtchn, port)
             return
+        if self.wait_resumed(self.on_evtchn, port):
+            return
         self.counters["evtchn_notifications"] += 1
         if self.state == "running":
             self.counters["requests"] += 1
@@ -481,6 +520,8 @@ class Slow(Guest):
     def on_shutdown_watch(self, path):
         if not self.dom.runnable:
             self.defer(self.on_shutdown_watch, path)
+            return
+        if self.wait_resumed(self.on_shutdown_watch, path):
             return
         if self.state != "running":
             return
@@ -603,6 +644,8 @@ class AckIfStillSuspend(Guest):
     def on_shutdown_watch(self, path):
         if not self.dom.runnable:
             self.defer(self.on_shutdown_watch, path)
+            return
+        if self.wait_resumed(self.on_shutdown_watch, path):
             return
         if self.state != "running" or getattr(self, "_look_pending", False):
             return

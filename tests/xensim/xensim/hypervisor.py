@@ -12,6 +12,20 @@ Semantics follow xen/common/{domain,domctl,event_channel}.c @ 4.17:
   vCPUs paused for shutdown, nothing else.  ``xc_domain_resume(fast=1)``
   additionally requires shutdown(suspend) (libxc's check) and makes the
   guest's suspend hypercall return 1 ("cancelled").
+* what a resume costs (``resume_hypercall_s``, ``domctl_lock_s``; zero by
+  default, the fleet spec sets them): ``xc_domain_resume`` returns to its
+  caller a drawn latency after the call (on the real bed the module's
+  ``resume`` phase takes 12-58 ms), and the domain is resumed just before it
+  returns.  That latency does *not* serialise between callers: it is the
+  caller's own path (privcmd ioctl, libxc's hypercall-buffer bounces, the
+  domain_pause() in the vCPU context domctls of modify_returncode waiting
+  for the vCPUs to be descheduled, the scheduler), and a caller with its own
+  handle (or thread) overlaps with the others.  What serialises is the
+  hypervisor's own part: every domctl runs under Xen's global ``domctl_lock``
+  (xen/common/domctl.c, ``domctl_lock_acquire``), held for ``domctl_lock_s``
+  per resume -- short on real hardware (microseconds).  One simulator
+  connection (one xc_interface) still has one call in flight at a time, as a
+  thread blocked in the ioctl has.
 * event channels: ``alloc_unbound`` (remote domid recorded),
   ``bind_interdomain`` (remote must be unbound for the caller; the new local
   port is always set pending), ``send`` (silently dropped from an unbound
@@ -111,9 +125,14 @@ class Domain:
 
 
 class Hypervisor:
-    def __init__(self, loop, dying_s=0.05):
+    def __init__(self, loop, dying_s=0.05, resume_hypercall_s=(0.0, 0.0), domctl_lock_s=0.0,
+                 rng=None):
         self.loop = loop
         self.dying_s = dying_s
+        self.resume_hypercall_s = resume_hypercall_s  # (mean, jitter) seconds
+        self.domctl_lock_s = domctl_lock_s
+        self.rng = rng
+        self._domctl_free_at = 0.0
         self.domains = {}
         self._sorted = []
         self._rover = 0
@@ -235,6 +254,34 @@ class Hypervisor:
         self.resumedomain(d)
         if d.guest is not None:
             self.loop.call_soon(d.guest.on_resume, bool(fast))
+
+    def xc_domain_resume_call(self, domid, fast, done):
+        """xc_domain_resume as its caller sees it (see the module doc): ``done(None)`` or
+        ``done(HvError)`` when the call returns, at once when resuming costs nothing."""
+        mean, jitter = self.resume_hypercall_s
+        latency = mean
+        if jitter and self.rng is not None:
+            latency = max(0.0, mean + self.rng.uniform(-jitter, jitter))
+        if latency <= 0 and self.domctl_lock_s <= 0:
+            self._resume_and_return(domid, fast, done)
+            return
+
+        def domctl():
+            now = self.loop.now()
+            start = max(now, self._domctl_free_at)     # Xen's domctl_lock
+            self._domctl_free_at = start + self.domctl_lock_s
+            self.loop.call_later(self._domctl_free_at - now, self._resume_and_return,
+                                 domid, fast, done)
+
+        self.loop.call_later(latency, domctl)
+
+    def _resume_and_return(self, domid, fast, done):
+        try:
+            self.xc_domain_resume(domid, fast)
+        except HvError as e:
+            done(e)
+            return
+        done(None)
 
     def pause(self, domid):
         d = self._guest_dom(domid)

@@ -216,7 +216,6 @@ class RpcServer:
             OP_XC_PAUSE: lambda a: (self.hyp.pause(self._domid(a[0])), 0)[1],
             OP_XC_UNPAUSE: lambda a: (self.hyp.unpause(self._domid(a[0])), 0)[1],
             OP_XC_SHUTDOWN: lambda a: (self.hyp.remote_shutdown(self._domid(a[0]), _s32(a[1])), 0)[1],
-            OP_XC_RESUME: lambda a: (self.hyp.xc_domain_resume(self._domid(a[0]), _s32(a[1])), 0)[1],
             OP_XC_SUBSCRIBE: lambda a: (self.hyp.subscribe(self._domid(a[0]), a[1] & 0xFFFFFFFF), 0)[1],
             OP_XC_HVM_PARAM_GET: self.xc_hvm_param_get,
         }
@@ -281,6 +280,11 @@ class RpcServer:
         try:
             if conn.role is None:
                 self._hello(conn, op, args)
+                return
+            if conn.role == "xc" and op == OP_XC_RESUME:
+                # answered when the call returns (Hypervisor.xc_domain_resume_call)
+                self.hyp.xc_domain_resume_call(self._domid(args[0]), _s32(args[1]),
+                                               lambda e, c=conn: c.reply(-1, e.errno) if e else c.reply(0))
                 return
             if conn.role == "xc":
                 fn = self._xc_ops.get(op)

@@ -108,7 +108,10 @@ class Simulator:
         self.rng = random.Random(spec.get("seed"))
         self.store = Store()
         self.watches = WatchManager()
-        self.hyp = Hypervisor(self.loop, dying_s=spec.get("dying_ms", 50) / 1000.0)
+        self.hyp = Hypervisor(self.loop, dying_s=spec.get("dying_ms", 50) / 1000.0,
+                              resume_hypercall_s=(spec.get("resume_hypercall_ms", 0) / 1000.0,
+                                                  spec.get("resume_hypercall_jitter_ms", 0) / 1000.0),
+                              domctl_lock_s=spec.get("domctl_lock_us", 0) / 1e6, rng=self.rng)
         self.xenstored = Xenstored(self.loop, self.store, self.watches, self.hyp, self.paths["xenstored"])
         self.rpc = RpcServer(self.loop, self.hyp, self.paths["hypervisor"])
         self.admin = AdminServer(self.loop, self, self.paths["control"])

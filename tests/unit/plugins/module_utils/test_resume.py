@@ -141,7 +141,7 @@ def test_resume_failure_names_domain_and_phase_and_keeps_entry(tmp_path):
     world.add_domain(2, "web2")
     run_suspend(world, tmp_path)
     world.xenctrl.fail["xc_domain_resume"] = 22
-    report = resume(world, tmp_path)
+    report = resume(world, tmp_path, continue_on_error=False, parallel=1)
     first, second = report.results
     assert first["error"]["phase"] == "resume" and "web1 (domid 1)" in first["error"]["message"]
     assert first["error"]["errno"] == "EINVAL"

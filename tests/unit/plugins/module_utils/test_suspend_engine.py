@@ -418,7 +418,7 @@ def test_intent_is_on_disk_before_the_request(tmp_path):
 
 
 @pytest.mark.parametrize("options", [
-    {"timeout": -1}, {"timeout": 0}, {"ack_timeout": -0.5}, {"parallel": 0}, {"method": "magic"},
+    {"timeout": -1}, {"timeout": 0}, {"ack_timeout": -0.5}, {"parallel": -1}, {"method": "magic"},
     {"timeout": float("nan")},
 ])
 def test_invalid_options_are_rejected_before_anything(tmp_path, options):
