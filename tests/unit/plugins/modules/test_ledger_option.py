@@ -16,8 +16,8 @@ MODULES = [domain_suspended.main, domain_resumed.main, domain_info.main]
 
 
 @pytest.mark.parametrize("main", MODULES)
-def test_a_relative_ledger_path_is_refused_before_anything_is_touched(tmp_path, monkeypatch,
-                                                                       capsys, main):
+def test_a_relative_ledger_path_is_refused_before_anything_is_touched(
+        tmp_path, monkeypatch, capsys, main):
     world = World()
     guest = world.add_domain(3, "web1")
     monkeypatch.chdir(tmp_path)
