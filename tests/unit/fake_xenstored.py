@@ -4,8 +4,12 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """A small protocol-faithful xenstored on a Unix socket, for tests of the real pyxs client."""
 
+import contextlib
+import os
+import shutil
 import socket
 import struct
+import tempfile
 import threading
 
 HEADER = struct.Struct("IIII")
@@ -163,3 +167,15 @@ class FakeXenstored(object):
                 conn.close()
             except OSError:
                 pass
+
+
+@contextlib.contextmanager
+def running_fake_xenstored():
+    """A FakeXenstored on a socket in a fresh short directory (AF_UNIX paths are limited)."""
+    directory = tempfile.mkdtemp(prefix="xs", dir="/tmp")
+    server = FakeXenstored(os.path.join(directory, "socket"))
+    try:
+        yield server
+    finally:
+        server.close()
+        shutil.rmtree(directory, True)

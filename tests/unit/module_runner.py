@@ -24,6 +24,14 @@ class ModuleRun(object):
         return bool(self.result.get("failed"))
 
 
+def module_args(tmp_path, **kwargs):
+    """A module's arguments with the ledger and Xen run directory under ``tmp_path``."""
+    base = {"ledger": str(tmp_path / "ledger" / "ledger.json"),
+            "xen_run_dir": str(tmp_path / "run-xen")}
+    base.update(kwargs)
+    return base
+
+
 def run_module(main, args, backends, monkeypatch, capsys):
     calls = []
 

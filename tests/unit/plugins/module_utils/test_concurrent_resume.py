@@ -8,8 +8,6 @@ pipelined, downtime from the ledger's millisecond stamps."""
 import errno
 import json
 import os
-import shutil
-import tempfile
 import threading
 import time
 
@@ -24,7 +22,7 @@ from ansible_collections.xen.suspend.plugins.module_utils._targets import parse_
 from ansible_collections.xen.suspend.plugins.module_utils._xenstore import (
     PIPELINE_DEPTH, XenstoreClient)
 
-from fake_xenstored import RESUME, FakeXenstored
+from fake_xenstored import RESUME, running_fake_xenstored
 from xen_fakes import FakeXenCtrl, World, run_suspend
 
 
@@ -185,11 +183,8 @@ def test_downtime_is_null_without_a_verified_suspend(tmp_path):
 
 @pytest.fixture
 def xenstored():
-    directory = tempfile.mkdtemp(prefix="xs", dir="/tmp")  # short: AF_UNIX paths are limited
-    server = FakeXenstored(os.path.join(directory, "socket"))
-    yield server
-    server.close()
-    shutil.rmtree(directory, True)
+    with running_fake_xenstored() as server:
+        yield server
 
 
 def test_resume_domains_keeps_a_window_of_xs_resume_outstanding(xenstored):

@@ -12,7 +12,7 @@ import pytest
 from ansible_collections.xen.suspend.plugins.module_utils import _toolstack
 from ansible_collections.xen.suspend.plugins.modules import domain_info, domain_suspended
 
-from module_runner import run_module
+from module_runner import module_args, run_module
 from xen_fakes import World
 
 
@@ -43,10 +43,7 @@ def xapi_inventory(root):
     (root / "etc" / "xensource-inventory").write_text("INSTALLATION_UUID='x'\n")
 
 
-def args(tmp_path, **kwargs):
-    base = {"ledger": str(tmp_path / "ledger" / "ledger.json"), "xen_run_dir": str(tmp_path / "run-xen")}
-    base.update(kwargs)
-    return base
+args = module_args
 
 
 def world():

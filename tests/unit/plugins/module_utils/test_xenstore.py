@@ -22,16 +22,14 @@ from ansible_collections.xen.suspend.plugins.module_utils._xenstore import (
 from ansible_collections.xen.suspend.plugins.module_utils._protocol_requests import (
     withdraw_suspend_request)
 
-from fake_xenstored import READ, RESUME, TX_END, WRITE, FakeXenstored
+from fake_xenstored import (
+    READ, RESUME, TX_END, WRITE, FakeXenstored, running_fake_xenstored)
 
 
 @pytest.fixture
 def xenstored():
-    directory = tempfile.mkdtemp(prefix="xs", dir="/tmp")  # short: AF_UNIX paths are limited
-    server = FakeXenstored(os.path.join(directory, "socket"))
-    yield server
-    server.close()
-    shutil.rmtree(directory, True)
+    with running_fake_xenstored() as server:
+        yield server
 
 
 @pytest.fixture

@@ -15,14 +15,11 @@ from ansible_collections.xen.suspend.plugins.module_utils._errors import Xenstor
 from ansible_collections.xen.suspend.plugins.module_utils._xenstore import may_write, parse_perms
 from ansible_collections.xen.suspend.plugins.modules import domain_info
 
-from module_runner import run_module
+from module_runner import module_args, run_module
 from xen_fakes import World
 
 
-def args(tmp_path, **kwargs):
-    base = {"ledger": str(tmp_path / "ledger" / "ledger.json"), "xen_run_dir": str(tmp_path / "run-xen")}
-    base.update(kwargs)
-    return base
+args = module_args
 
 
 @pytest.mark.parametrize("payload,domid,writable", [

@@ -8,15 +8,11 @@ import json
 from ansible_collections.xen.suspend.plugins.modules import (
     domain_info, domain_resumed, domain_suspended)
 
-from module_runner import run_module
+from module_runner import module_args, run_module
 from xen_fakes import World
 
 
-def args(tmp_path, **kwargs):
-    base = {"ledger": str(tmp_path / "ledger" / "ledger.json"),
-            "xen_run_dir": str(tmp_path / "run-xen")}
-    base.update(kwargs)
-    return base
+args = module_args
 
 
 def test_resume_what_the_ledger_holds(tmp_path, monkeypatch, capsys):

@@ -9,15 +9,11 @@ import pytest
 
 from ansible_collections.xen.suspend.plugins.modules import domain_resumed, domain_suspended
 
-from module_runner import run_module
+from module_runner import module_args, run_module
 from xen_fakes import FakeLocks, World
 
 
-def args(tmp_path, **kwargs):
-    base = {"ledger": str(tmp_path / "ledger" / "ledger.json"),
-            "xen_run_dir": str(tmp_path / "run-xen")}
-    base.update(kwargs)
-    return base
+args = module_args
 
 
 def three_suspended(tmp_path, monkeypatch, capsys):

@@ -9,7 +9,7 @@ from ansible_collections.xen.suspend.plugins.module_utils import _module_base
 from ansible_collections.xen.suspend.plugins.module_utils._errors import DependencyError
 from ansible_collections.xen.suspend.plugins.modules import domain_suspended
 
-from module_runner import run_module
+from module_runner import module_args, run_module
 from xen_fakes import World
 
 
@@ -17,10 +17,7 @@ def ledger_path(tmp_path):
     return str(tmp_path / "ledger" / "ledger.json")
 
 
-def args(tmp_path, **kwargs):
-    base = {"ledger": ledger_path(tmp_path), "xen_run_dir": str(tmp_path / "run-xen")}
-    base.update(kwargs)
-    return base
+args = module_args
 
 
 def world_with_guests():

@@ -6,15 +6,12 @@
 
 from ansible_collections.xen.suspend.plugins.modules import domain_suspended
 
-from module_runner import run_module
+from module_runner import module_args, run_module
 from xen_fakes import FakeLocks, World
 
 
 def args(tmp_path, **kwargs):
-    base = {"ledger": str(tmp_path / "ledger" / "ledger.json"),
-            "xen_run_dir": str(tmp_path / "run-xen"), "domains": ["*"]}
-    base.update(kwargs)
-    return base
+    return module_args(tmp_path, **dict({"domains": ["*"]}, **kwargs))
 
 
 def fleet(count):
