@@ -82,3 +82,39 @@ def test_the_older_host_maintenance_name_reaches_the_recovery_playbook(make_dom0
     assert run.rc == 0, run
     assert sorted(entry["name"] for entry in run.fact(dom0.name, "fleet_resume_result")["resumed"]) == GUESTS
     assert dom0.suspended() == [] and dom0.ledger_entries() == {}
+
+
+def test_maintenance_refuses_a_disagreeing_name_before_the_suspend(make_dom0, controller):
+    # An extra var beats what host_maintenance passes to include_role: a disagreeing
+    # fleet_resume_ledger_path found only by the resume in `always` left every guest suspended.
+    dom0 = make_dom0("dom0-d", dict(FAST, guests={"linux-pv": 2}))
+    inventory = inventory_with(controller, dom0, "xen_suspend_ledger_path", dom0.ledger)
+    elsewhere = os.path.join(controller.workdir, "elsewhere-d", "ledger.json")
+    for name, value in (("fleet_resume_ledger_path", elsewhere),
+                        ("fleet_suspend_xen_run_dir", os.path.join(controller.workdir, "run-d"))):
+        run = controller.run("xen.suspend.maintenance", inventory,
+                             extra_vars={"host_maintenance_tasks_file": ROLLING_TASKS, name: value})
+        assert run.rc == 2, run
+        assert name in run.stdout and "no guest was touched" in run.stdout
+        assert run.results(action="xen.suspend.domain_suspended") == []
+        assert dom0.suspended() == [] and dom0.running() == GUESTS
+
+
+RUN_DIR_NAMES = ("host_maintenance_xen_run_dir", "fleet_suspend_xen_run_dir", "fleet_resume_xen_run_dir",
+                 "dom0_prerequisites_xen_run_dir")
+
+
+def test_one_run_directory_variable_reaches_the_recovery_playbook(make_dom0, controller):
+    dom0 = make_dom0("dom0-r", dict(FAST, guests={"linux-pv": 2}))
+    host_vars = dict((key, value) for key, value in dom0.host_vars().items()
+                     if key not in OLD_NAMES + RUN_DIR_NAMES)
+    host_vars["xen_suspend_ledger_path"] = dom0.ledger
+    host_vars["xen_suspend_xen_run_dir"] = dom0.env["XENSIM_RUN_DIR"]
+    inventory = controller.write("inventory-run-dir.yml",
+                                 yaml.safe_dump({"xen_dom0": {"hosts": {dom0.name: host_vars}}}))
+    run = controller.run(SUSPEND_PLAYBOOK, inventory)
+    assert run.rc == 0, run
+    assert dom0.suspended() == GUESTS
+    run = controller.run("xen.suspend.resume", inventory)
+    assert run.rc == 0, run
+    assert dom0.suspended() == [] and dom0.ledger_entries() == {}
