@@ -66,7 +66,7 @@ rehearse: venv
 	@if [ -z "$(FLEET)" ] || [ -z "$(PLAYBOOK)$(TASKS)" ]; then \
 	  echo "usage: make rehearse FLEET=fleet.yaml PLAYBOOK=site.yml|TASKS=maintenance.yml [GROUP=xen_dom0] [ARGS='-e k=v --check'] [KEEP=1]" >&2; exit 2; fi
 	$(PY) tests/demo/rehearse.py --fleet '$(FLEET)' $(if $(PLAYBOOK),--playbook '$(PLAYBOOK)') $(if $(TASKS),--tasks '$(TASKS)') \
-	  $(if $(GROUP),--group '$(GROUP)') $(if $(KEEP),--keep) --args='$(ARGS)'
+	  $(if $(GROUP),--group '$(GROUP)') $(if $(KEEP),--keep) --args="$$ARGS"
 
 # Fleet versus one-domain-at-a-time suspend/resume of 10, 100, 500 and 1000 simulated guests,
 # and the resume of 500 guests whose resumes cost the real bed's figures (tests/bench); its last

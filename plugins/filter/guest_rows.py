@@ -12,7 +12,7 @@ author:
 description:
   - Joins the per-domain results of M(xen.suspend.domain_suspended) and M(xen.suspend.domain_resumed)
     (their C(domains) return values) by UUID into one row per guest - the method, the time the
-    suspend took, the time the guest spent suspended (its real downtime) and what became of it.
+    suspend took, the time the guest spent suspended (its downtime, from the ledger's record of the verified suspend) and what became of it.
   - The roles C(xen.suspend.fleet_suspend) and C(xen.suspend.fleet_resume) publish these rows as
     C(guests) in their result facts and print them with P(xen.suspend.guest_table#filter).
 positional: _input

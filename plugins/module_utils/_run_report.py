@@ -75,4 +75,9 @@ class RunReport(object):
         shown = "; ".join(reasons[:3])
         if len(reasons) > 3:
             shown += "; and %d more" % (len(reasons) - 3)
+        # Domains a stopped run never got to are counted apart: they did not fail, they wait.
+        not_attempted = sum(1 for job in failed if job.error.get("kind") == "not_attempted")
+        if not_attempted and not_attempted < len(failed):
+            return "%d of %d domains could not be %s, %d not attempted: %s" % (
+                len(failed) - not_attempted, len(self.jobs), verb, not_attempted, shown)
         return "%d of %d domains could not be %s: %s" % (len(failed), len(self.jobs), verb, shown)

@@ -189,6 +189,8 @@ domains:
       description:
         - Seconds from the suspend's verification, as the ledger recorded it, to this resume's
           completion (the domain seen running again), to the millisecond.
+        - The record is written once per batch of verified domains, a fraction of a second
+          after the guests stopped, so this may understate the downtime by that much.
         - V(null) when unknown, for example for a domain the ledger does not know, one whose
           suspend was never verified, or one that was not resumed.
       type: float

@@ -125,8 +125,11 @@ def main():
         print("== starting a simulated Xen dom0 (tests/xensim, fleet %s)" % os.path.relpath(args.fleet, REPO))
         with SimulatedDom0(args.fleet, keep=args.keep) as dom0:
             print("   up in %.1f s: XENSTORED_PATH=%s" % (time.monotonic() - started, dom0.env["XENSTORED_PATH"]))
-            print("== ansible-playbook xen.suspend.maintenance -e host_maintenance_tasks_file=%s"
-                  % os.path.relpath(TASKS, REPO))
+            shown = dict(DEMO_VARS, host_maintenance_tasks_file=os.path.relpath(TASKS, REPO))
+            print("== ansible-playbook xen.suspend.maintenance -e '%s'" % json.dumps(shown))
+            print("   (not the defaults: short timeouts and continue_on_error so that the fleet's two "
+                  "guests that never suspend are reported and the maintenance still runs; at the "
+                  "defaults they would fail the host after 60 s, every guest resumed)")
             events_path = os.path.join(dom0.workdir, "events.jsonl")
             rc = dom0.playbook(["xen.suspend.maintenance", "-e", json.dumps(DEMO_VARS)], env={
                 "ANSIBLE_CALLBACK_PLUGINS": CALLBACKS,

@@ -120,6 +120,18 @@ def test_continue_on_error_reports_without_failing(tmp_path, monkeypatch, capsys
     assert fine.suspended
 
 
+def test_domains_a_stopped_run_never_asked_are_not_counted_as_failed(tmp_path, monkeypatch, capsys):
+    world = World()
+    world.add_domain(3, "mute", behaviour="ignore")
+    later = [world.add_domain(4, "later1"), world.add_domain(5, "later2")]
+    run = run_module(domain_suspended.main,
+                     args(tmp_path, domains=["mute", "later1", "later2"], ack_timeout=0.5, parallel=1),
+                     world.backends(tmp_path), monkeypatch, capsys)
+    assert run.failed
+    assert run.result["msg"].startswith("1 of 3 domains could not be suspended, 2 not attempted: ")
+    assert not any(guest.suspended for guest in later)
+
+
 def test_missing_cffi_is_reported_like_ansible_does(tmp_path, monkeypatch, capsys):
     world, _web, _db = world_with_guests()
     monkeypatch.setattr(_module_base, "HAS_CFFI", False)
