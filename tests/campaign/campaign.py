@@ -164,6 +164,7 @@ class Totals(object):
         self.failing = []       # (k, counts)
         self.harness_errors = []
         self.final_failed = 0
+        self.final_error_kinds = {}
         self.samples = 0
         self.by_plan = {}
         self.timing = {}
@@ -179,6 +180,8 @@ class Totals(object):
         for key, secs in (result.get("timing") or {}).items():
             self.timing[key] = self.timing.get(key, 0.0) + secs
         self.final_failed += bool(result["final_failed"])
+        for kind in result.get("final_error_kinds") or []:
+            self.final_error_kinds[kind] = self.final_error_kinds.get(kind, 0) + 1
         stats = self.by_plan.setdefault(plan, [0, 0])
         stats[0] += 1
         for key, n in result["counts"].items():
@@ -318,8 +321,9 @@ def run_campaign(args, seed, coll, settle, monitors):
         print("campaign: ledger violations (invalid ledger, or entries left for running guests): %d"
               % totals.counts["ledger"])
     if totals.final_failed:
-        print("campaign: the final domain_resumed reported failure in %d schedules"
-              % totals.final_failed)
+        print("campaign: the final domain_resumed reported failure in %d schedules (domains by "
+              "error kind: %s)" % (totals.final_failed, ", ".join(
+                  "%s %d" % item for item in sorted(totals.final_error_kinds.items())) or "none"))
     if totals.failing:
         failing = sorted(totals.failing)
         print("campaign: failing schedules (seed %s): %s%s" % (seed, " ".join(

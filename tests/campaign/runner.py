@@ -283,6 +283,11 @@ class Worker(object):
                 "violations_total": sum(counts.values()),
                 "samples": sampler.samples, "final_rc": final.rc,
                 "final_failed": bool((final.result or {}).get("failed")),
+                # why: still_suspending (a guest of a killed run still within its settle time
+                # when the campaign's short settle_timeout ran out) is the expected one
+                "final_error_kinds": sorted(
+                    (d.get("error") or {}).get("kind") or "?"
+                    for d in (final.result or {}).get("domains") or [] if d.get("error")),
                 "final_entries": entries, "final_doms": final_doms,
                 "runs": [(run.label, run.seconds, run.kill, run.killed) for run in runs],
                 "run_summaries": [run.summary() for run in runs]}
