@@ -172,13 +172,20 @@ def test_resume_right_after_a_killed_suspend_waits_for_answered_guests(make_sim)
 
 # -- case 3: a resume run while a suspend run is live -----------------------------------------------
 
-def test_resume_leaves_a_domain_alone_while_a_live_suspend_holds_it(make_sim):
+def start_suspend_of_a_slow_answerer(make_sim, name):
+    """A dom0 with one guest that looks at a request 8 s after it was written, and a
+    domain_suspended run (in the background) waiting for it."""
     sim, runner = make_sim({
         "quiesce_ms": 200, "jitter_ms": 0, "heartbeat_ms": 100,
-        "guests": [{"behaviour": "ack_if_still_suspend", "name": "pondering",
+        "guests": [{"behaviour": "ack_if_still_suspend", "name": name,
                     "params": {"ack_delay_ms": 8000}}]})
     handle = runner.start([{"xen.suspend.domain_suspended": {
-        "domains": ["pondering"], "ack_timeout": 30, "timeout": 10}, "register": "suspend"}])
+        "domains": [name], "ack_timeout": 30, "timeout": 10}, "register": "suspend"}])
+    return sim, runner, handle
+
+
+def test_resume_leaves_a_domain_alone_while_a_live_suspend_holds_it(make_sim):
+    sim, runner, handle = start_suspend_of_a_slow_answerer(make_sim, "pondering")
     try:
         wait_until(lambda: control(sim, "pondering") == b"suspend", timeout=60, what="the request")
         resume_play = runner.run([{"xen.suspend.domain_resumed": {}, "register": "resume"}])
@@ -206,12 +213,7 @@ def test_resume_leaves_a_domain_alone_while_a_live_suspend_holds_it(make_sim):
 # -- case 4: somebody else suspends the domain while our request waits ------------------------------
 
 def test_suspend_by_another_toolstack_is_not_recorded_as_ours(make_sim):
-    sim, runner = make_sim({
-        "quiesce_ms": 200, "jitter_ms": 0, "heartbeat_ms": 100,
-        "guests": [{"behaviour": "ack_if_still_suspend", "name": "shared",
-                    "params": {"ack_delay_ms": 8000}}]})
-    handle = runner.start([{"xen.suspend.domain_suspended": {
-        "domains": ["shared"], "ack_timeout": 30, "timeout": 10}, "register": "suspend"}])
+    sim, runner, handle = start_suspend_of_a_slow_answerer(make_sim, "shared")
     try:
         wait_until(lambda: control(sim, "shared") == b"suspend" and entry_of(sim, "shared"),
                    timeout=60, what="our request")
