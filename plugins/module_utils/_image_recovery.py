@@ -41,6 +41,9 @@ from ansible_collections.xen.suspend.plugins.module_utils._ledger import (
 from ansible_collections.xen.suspend.plugins.module_utils._ledger_transitions import (
     FOUND_RUNNING, OTHER_SHUTDOWN, RESTORED, SAVE_ABANDONED, ReturnToSaved, Settle)
 
+# xl unpause / destroy get this long.
+XL_SHORT_TIMEOUT = 60.0
+
 # Recovery report actions (the same vocabulary as _recovery's).
 ACTION_SETTLED = "settled"
 ACTION_WAIT = "left_for_restore"
@@ -141,7 +144,7 @@ def recover_image_entry(backends, entry, info, report, transitions):
 
 
 def _xl_working_on(xl, entry):
-    if xl is None:
+    if xl is None or not hasattr(xl, "working_on"):
         return []
     pids = []
     for path in (entry.get("image_part"), entry.get("image")):
@@ -172,7 +175,9 @@ def unpause(backends, xl, domid):
     """``xl unpause`` where xl is there (it also continues an HVM guest's device model),
     libxenctrl's unpause otherwise."""
     if xl is not None:
-        xl.unpause(domid)
+        result = xl.unpause(domid, XL_SHORT_TIMEOUT)
+        if result is not None and not result.ok:
+            raise result.error("unpause")
     else:
         backends.xenctrl.unpause(domid)
 
