@@ -41,7 +41,17 @@ STATE_SUSPENDED = "suspended"
 # Written just before xc_domain_resume: a resume killed after the hypercall but before its
 # ledger write leaves this, and "resuming" on a running domain is the evidence that it was us.
 STATE_RESUMING = "resuming"
-ENTRY_STATES = (STATE_INTENT, STATE_SUSPENDED, STATE_RESUMING)
+# A guest saved to disk (domain_saved / domain_restored, method METHOD_XL_SAVE): "saving" is
+# durable before `xl save` runs and the guest is never destroyed in it; "saved" is durable once
+# the image is complete, checked and renamed into place, and only then is the guest destroyed;
+# "restoring" is durable before `xl restore` runs. The image is deleted only after the restored
+# guest runs, and then the entry goes.
+STATE_SAVING = "saving"
+STATE_SAVED = "saved"
+STATE_RESTORING = "restoring"
+IMAGE_STATES = (STATE_SAVING, STATE_SAVED, STATE_RESTORING)
+METHOD_XL_SAVE = "xl_save"
+ENTRY_STATES = (STATE_INTENT, STATE_SUSPENDED, STATE_RESUMING) + IMAGE_STATES
 DIR_MODE = 0o700
 FILE_MODE = 0o600
 MAX_LEDGER_BYTES = 64 * 1024 * 1024
@@ -77,6 +87,33 @@ def make_entry(uuid, domid, name, method, state=STATE_INTENT, resume_fast=True, 
         entry["intent_id"] = intent_id
     if settle_by is not None:
         entry["settle_by"] = utc_timestamp(settle_by)
+    return entry
+
+
+def is_image_entry(entry):
+    """An entry of a guest saved (or being saved, or restored) to disk: domain_suspended and
+    domain_resumed leave it to domain_saved / domain_restored."""
+    return entry is not None and entry.get("state") in IMAGE_STATES
+
+
+def make_save_entry(uuid, domid, name, image, intent_id, boot_id=None, xen_version=None,
+                    memory_kib=None, now=None):
+    """The "saving" entry written (durably) before ``xl save`` runs. ``image`` is the final
+    path; the save writes ``image + ".part"`` first."""
+    entry = {
+        "uuid": uuid,
+        "domid": int(domid),
+        "name": name,
+        "method": METHOD_XL_SAVE,
+        "state": STATE_SAVING,
+        "intent_id": intent_id,
+        "intent_at": utc_timestamp(now),
+        "image": image,
+        "image_part": image + ".part",
+    }
+    for key, value in (("boot_id", boot_id), ("xen_version", xen_version), ("memory_kib", memory_kib)):
+        if value is not None:
+            entry[key] = value
     return entry
 
 
