@@ -31,6 +31,8 @@ REPO = os.path.dirname(os.path.dirname(ROLES_TESTS))
 XENSIM_ROOT = os.path.join(REPO, "tests", "xensim")
 SHIM_LIBDIR = os.path.join(XENSIM_ROOT, "build", "lib")
 CALLBACKS = os.path.join(ROLES_TESTS, "callback_plugins")
+# xen_suspend_simdom0: the local connection under a name ansible.builtin.reboot accepts.
+CONNECTIONS = os.path.join(ROLES_TESTS, "connection_plugins")
 BIN = os.path.dirname(sys.executable)
 
 if XENSIM_ROOT not in sys.path:
@@ -232,6 +234,7 @@ class Controller(object):
         env = dict(os.environ,
                    ANSIBLE_COLLECTIONS_PATH=self.collections,
                    ANSIBLE_CALLBACK_PLUGINS=CALLBACKS,
+                   ANSIBLE_CONNECTION_PLUGINS=CONNECTIONS,
                    ANSIBLE_CALLBACKS_ENABLED="xen_suspend_events",
                    XEN_SUSPEND_EVENTS_LOG=events_path,
                    ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0",
