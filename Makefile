@@ -1,4 +1,5 @@
 # make demo      xen.suspend.maintenance against the simulated dom0 (no root needed)
+# make demo-reboot  the same with the guests saved to disk, the simulated dom0 rebooted, the guests restored
 # make rehearse  your playbook (PLAYBOOK=) or maintenance tasks file (TASKS=) against a simulated dom0 with your fleet (FLEET=)
 # make test      every test; installs what it needs (host packages need root, see `deps`)
 # make bench     the benchmarks
@@ -15,7 +16,7 @@ PYTEST := $(PY) -m pytest -p no:cacheprovider -ra
 .PHONY: test deps venv gates test-xen clean-images help
 
 help:
-	@sed -n '1,4p' Makefile
+	@sed -n '1,5p' Makefile
 
 deps:
 	@missing=$$(for p in $(HOST_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
@@ -55,9 +56,15 @@ clean-images:
 
 # xen.suspend.maintenance against a simulated dom0 of 55 guests, then the roles' per-guest table
 # (tests/demo). Needs gcc for the simulator's shim libraries; no root.
-.PHONY: demo bench rehearse
+.PHONY: demo demo-reboot bench rehearse
 demo: venv
 	$(PY) tests/demo/run_demo.py
+
+# The reboot variant: host_maintenance_mode=save on a simulated dom0 of 24 guests, saved to disk,
+# the dom0 rebooted (xensimctl reboot: every domain gone, files kept, a new boot id), restored;
+# prints the per-guest table with image sizes and save/restore times. No root.
+demo-reboot: venv
+	$(PY) tests/demo/run_demo.py --reboot
 
 # Your playbook, or your maintenance tasks file run by xen.suspend.maintenance, against a simulated
 # dom0 with your fleet spec (tests/xensim/README.md); no root. ARGS: more ansible-playbook

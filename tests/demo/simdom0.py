@@ -26,6 +26,9 @@ import yaml
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 XENSIM_ROOT = os.path.join(REPO, "tests", "xensim")
+XENSIMCTL = os.path.join(XENSIM_ROOT, "xensimctl")
+# xen_suspend_simdom0: the local connection under a name ansible.builtin.reboot accepts.
+CONNECTIONS = os.path.join(REPO, "tests", "roles", "connection_plugins")
 BIN = os.path.dirname(sys.executable)
 HOST = "dom0-sim"
 
@@ -54,8 +57,13 @@ def xensim(*args, **kwargs):
 class SimulatedDom0(object):
     """``with SimulatedDom0(fleet) as dom0: dom0.playbook([...])``."""
 
-    def __init__(self, fleet, group="xen_dom0", keep=False, isolate=True):
+    def __init__(self, fleet, group="xen_dom0", keep=False, isolate=True, rebootable=False):
         self.fleet = os.path.abspath(fleet)
+        # rebootable: the save/restore variant. The modules find the simulator's xl on PATH, the
+        # images go to a save directory under the temporary directory, and
+        # ansible.builtin.reboot "reboots" the dom0 with `xensimctl reboot` (through the
+        # xen_suspend_simdom0 connection: it refuses the one named local).
+        self.rebootable = rebootable
         self.group = group
         self.keep = keep
         # isolate: ignore the caller's ANSIBLE_* settings (the demo). A rehearsal keeps them (a
@@ -66,6 +74,7 @@ class SimulatedDom0(object):
         self.workdir = tempfile.mkdtemp(prefix="xssim-", dir="/tmp")
         self.state_dir = os.path.join(self.workdir, "dom0")
         self.ledger = os.path.join(self.workdir, "ledger", "ledger.json")
+        self.save_dir = os.path.join(self.workdir, "save")
         self.inventory = os.path.join(self.workdir, "inventory.yml")
         self._handlers = {}
 
@@ -114,7 +123,7 @@ class SimulatedDom0(object):
 
     def host_vars(self):
         run_dir = self.env["XENSIM_RUN_DIR"]
-        return {
+        host_vars = {
             "ansible_connection": "local",
             "ansible_python_interpreter": sys.executable,
             # No root: a play's `become: true` is overridden by this connection variable.
@@ -132,11 +141,33 @@ class SimulatedDom0(object):
             "dom0_prerequisites_xen_run_dir": run_dir,
             # This machine is not a guest of the simulated dom0.
             "fleet_suspend_controller_uuid_file": os.path.join(self.workdir, "no-controller-uuid"),
+            "fleet_save_controller_uuid_file": os.path.join(self.workdir, "no-controller-uuid"),
         }
+        if self.rebootable:
+            host_vars.update({
+                "ansible_connection": "xen_suspend_simdom0",
+                "xen_suspend_save_dir": self.save_dir,
+                "host_maintenance_reboot_command": "/usr/bin/env PYTHON=%s %s reboot --dir %s" % (
+                    sys.executable, XENSIMCTL, self.state_dir),
+                "host_maintenance_boot_time_command": "cat %s" % self.boot_id_path,
+            })
+        return host_vars
+
+    @property
+    def boot_id_path(self):
+        return os.path.join(self.state_dir, "boot_id")
+
+    def boot_id(self):
+        with open(self.boot_id_path) as handle:
+            return handle.read().strip()
 
     def module_env(self):
-        """What the modules need to find the simulated xenstored and hypervisor."""
-        return dict((name, self.env[name]) for name in ("XENSTORED_PATH", "XENSIM_SOCKET", "LD_LIBRARY_PATH"))
+        """What the modules need to find the simulated xenstored and hypervisor (and its xl, for
+        the save/restore variant: first on PATH, as the real one is on a dom0)."""
+        env = dict((name, self.env[name]) for name in ("XENSTORED_PATH", "XENSIM_SOCKET", "LD_LIBRARY_PATH"))
+        if self.rebootable:
+            env["PATH"] = self.env["PATH"]
+        return env
 
     def _write_inventory(self):
         with open(self.inventory, "w") as handle:
@@ -160,7 +191,7 @@ class SimulatedDom0(object):
             # With the local connection the modules inherit this environment: a playbook without
             # `environment:` reaches the simulator too.
             self.module_env(),
-            PATH=BIN + os.pathsep + os.environ.get("PATH", ""),
+            PATH=os.pathsep.join([BIN, self.env["PATH"] if self.rebootable else os.environ.get("PATH", "")]),
             ANSIBLE_COLLECTIONS_PATH=os.pathsep.join(collections),
             ANSIBLE_LOCAL_TEMP=os.path.join(self.workdir, "ansible-local"),
             ANSIBLE_REMOTE_TEMP=os.path.join(self.workdir, "ansible-remote"),
@@ -169,6 +200,9 @@ class SimulatedDom0(object):
             ANSIBLE_RETRY_FILES_ENABLED="False",
             ANSIBLE_PIPELINING="True",
         )
+        if self.rebootable:
+            env["ANSIBLE_CONNECTION_PLUGINS"] = os.pathsep.join(
+                [CONNECTIONS] + ([env["ANSIBLE_CONNECTION_PLUGINS"]] if env.get("ANSIBLE_CONNECTION_PLUGINS") else []))
         env.update(extra or {})
         return env
 
