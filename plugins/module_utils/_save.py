@@ -53,6 +53,7 @@ from ansible_collections.xen.suspend.plugins.module_utils._run_report import Run
 from ansible_collections.xen.suspend.plugins.module_utils import _save_dir
 from ansible_collections.xen.suspend.plugins.module_utils._save_image import ImageError, check_image
 from ansible_collections.xen.suspend.plugins.module_utils._save_preflight import refusals
+from ansible_collections.xen.suspend.plugins.module_utils._xl_commands import SHORT_TIMEOUT
 
 # Phases of one guest's save (PhaseTimer names; errors name the one that failed).
 PREFLIGHT = "preflight"
@@ -71,8 +72,6 @@ VERIFY_CHOICES = (VERIFY_STRUCTURE, VERIFY_SHA256)
 DEFAULT_PARALLEL = 4
 DEFAULT_TIMEOUT = 600.0
 DEFAULT_MARGIN_MB = 256
-# xl destroy and xl unpause take well under a second; a stuck one is not waited for forever.
-XL_SHORT_TIMEOUT = 60.0
 # After xl was killed: how long a guest that may have taken its request (answered, or notified
 # on its event channel) is watched for the suspend it may still make.
 LATE_SUSPEND_WATCH = 5.0
@@ -538,7 +537,7 @@ class SaveEngine(object):
         "saved" entry (the next run's recovery settles that: never two live copies)."""
         job.phases.start(DESTROY)
         try:
-            result = self.xl.destroy(job.domid, XL_SHORT_TIMEOUT)
+            result = self.xl.destroy(job.domid, SHORT_TIMEOUT)
             if not result.ok:
                 raise result.error(DESTROY, domain=job.label, kind="destroy_failed")
             deadline = self.clock() + GONE_TIMEOUT
@@ -612,7 +611,7 @@ class SaveEngine(object):
                 job.after = info.state if info is not None else STATE_GONE
                 return False
         if info is not None and info.paused:
-            result = self.xl.unpause(job.domid, XL_SHORT_TIMEOUT)
+            result = self.xl.unpause(job.domid, SHORT_TIMEOUT)
             if not result.ok:
                 job.notes.append(result.describe())
             info = xc.domain_info(job.domid)
