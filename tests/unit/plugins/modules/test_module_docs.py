@@ -17,7 +17,8 @@ from ansible_collections.xen.suspend.plugins.modules import (
 
 MODULES = [domain_suspended, domain_resumed, domain_info, domain_saved, domain_restored]
 SAFETY_FRAGMENTS = {"xen.suspend.common.service_domains": "SERVICE_DOMAINS",
-                    "xen.suspend.common.toolstack": "TOOLSTACK"}
+                    "xen.suspend.common.toolstack": "TOOLSTACK",
+                    "xen.suspend.common.save_dir": "SAVE_DIR"}
 REPO = os.path.realpath(os.path.join(os.path.dirname(__file__), "..", "..", "..", ".."))
 
 
