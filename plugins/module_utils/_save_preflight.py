@@ -12,9 +12,7 @@ A guest is refused, with the reason, when:
   resume it;
 * it is not running (shut down, dying);
 * this toolstack did not create it: no ``/libxl/<domid>`` in xenstore (libxl writes it for
-  every domain it builds; only dom0 can write there), or, where libxl keeps its per-domain
-  configuration (``/var/lib/xen``), no ``userdata-d.<domid>.<uuid>.libxl-json`` --
-  ``xl save`` could not embed a configuration;
+  every domain it builds; only dom0 can write there);
 * it has PCI devices passed through (a PCI backend in xenstore, or ``pcidevs`` in libxl's
   configuration): Xen does not support saving those;
 * it has a virtual NUMA topology (``vnuma_nodes`` in libxl's configuration): libxl refuses to
@@ -63,24 +61,22 @@ def userdata_path(domid, uuid, directory=None):
 
 
 def read_libxl_config(domid, uuid, directory=None):
-    """(config dict or None, why none). None with a reason when libxl keeps no userdata here
-    (no such directory: nothing is concluded) or the file is missing or unreadable."""
-    directory = LIBXL_USERDATA_DIR if directory is None else directory
-    if not os.path.isdir(directory):
-        return None, None
+    """libxl's configuration of the domain (a dict), or None when it cannot be read here. Its
+    absence is not a refusal: /libxl/<domid> already tells an xl-made domain, and xl itself
+    fails a save it cannot embed a configuration for, before touching the guest."""
     path = userdata_path(domid, uuid, directory)
     try:
         with open(path, "rb") as handle:
             data = handle.read(MAX_USERDATA_BYTES + 1)
-    except (IOError, OSError) as exc:
-        return None, "no libxl configuration %s (%s)" % (path, getattr(exc, "strerror", exc))
+    except (IOError, OSError):
+        return None
     if len(data) > MAX_USERDATA_BYTES:
-        return None, "libxl's configuration %s is larger than %d bytes" % (path, MAX_USERDATA_BYTES)
+        return None
     try:
         config = json.loads(data.decode("utf-8"))
     except (ValueError, UnicodeDecodeError, RecursionError):
-        return None, "libxl's configuration %s is not JSON" % path
-    return (config if isinstance(config, dict) else None), None
+        return None
+    return config if isinstance(config, dict) else None
 
 
 def _config_refusals(config):
@@ -119,9 +115,7 @@ def refusals(xenstore, record, entry=None, userdata_dir=None):
                        "save it" % domid)
     if xenstore.directory(("/local/domain/0/backend/pci/%d" % domid).encode("ascii")) is not None:
         reasons.append("it has PCI devices passed through, which Xen cannot save")
-    config, missing = read_libxl_config(domid, record.uuid, userdata_dir)
-    if missing:
-        reasons.append("it was not created by xl/libxl here: %s" % missing)
+    config = read_libxl_config(domid, record.uuid, userdata_dir)
     if config is not None:
         reasons.extend(reason for reason in _config_refusals(config) if reason not in reasons)
     cant = xenstore.read(domain_path(domid, "data/cant_suspend_reason"))

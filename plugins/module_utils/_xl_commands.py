@@ -49,6 +49,8 @@ XL_INSTALL_HINT = "the Xen toolstack (Debian package xen-utils-common and xen-ut
 STDERR_TAIL_BYTES = 64 * 1024
 SUMMARY_LINES = 4
 SUMMARY_LINE_CHARS = 300
+# xl destroy / xl unpause take well under a second; a stuck one is not waited for forever.
+SHORT_TIMEOUT = 60.0
 # Seconds given to a killed xl's process group to be reaped before we stop waiting for it.
 REAP_TIMEOUT = 5.0
 
@@ -187,10 +189,10 @@ class XlCommands(object):
         return self.run([self.xl(), "save", "-p", str(int(domid)), image_path], timeout,
                         keep_fds=keep_fds)
 
-    def destroy(self, domid, timeout):
+    def destroy(self, domid, timeout=SHORT_TIMEOUT):
         return self.run([self.xl(), "destroy", str(int(domid))], timeout)
 
-    def unpause(self, domid, timeout):
+    def unpause(self, domid, timeout=SHORT_TIMEOUT):
         return self.run([self.xl(), "unpause", str(int(domid))], timeout)
 
     def restore(self, image_path, timeout, paused=True, unit_name=None):
@@ -208,6 +210,13 @@ class XlCommands(object):
         unit = unit_name or "xen-suspend-restore-%s" % uuid_module.uuid4().hex[:12]
         return [shutil.which(SYSTEMD_RUN, path=self.path), "--scope", "--quiet", "--collect",
                 "--unit=%s" % unit, "--description=xen.suspend: xl restore"] + list(argv)
+
+    def working_on(self, path, proc_dir="/proc"):
+        """Pids of the xl processes whose command line names ``path`` (an ``xl save`` or
+        ``xl restore`` still at work on an image, e.g. after the run that started it was
+        killed). ``xl`` is matched as any argument's base name, so a script interpreter's
+        ``python3 .../xl save`` counts too."""
+        return xl_processes_on(path, proc_dir)
 
     # -- running -----------------------------------------------------------------------------
 
@@ -241,3 +250,27 @@ class XlCommands(object):
                 raise
             return XlResult(argv, returncode, _read_tail(errors), self.clock() - started,
                             timed_out=timed_out)
+
+
+def xl_processes_on(path, proc_dir="/proc"):
+    """See XlCommands.working_on."""
+    wanted = path.encode("utf-8", "surrogateescape") if isinstance(path, str) else path
+    pids = []
+    try:
+        entries = os.listdir(proc_dir)
+    except OSError:
+        return pids
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(os.path.join(proc_dir, entry, "cmdline"), "rb") as handle:
+                argv = handle.read(65536).split(b"\0")
+        except (IOError, OSError):
+            continue  # gone meanwhile, or not ours to read
+        for index, arg in enumerate(argv):
+            if os.path.basename(arg) == b"xl":
+                if wanted in argv[index + 1:]:
+                    pids.append(int(entry))
+                break
+    return sorted(pids)
