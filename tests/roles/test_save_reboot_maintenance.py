@@ -150,7 +150,8 @@ def test_a_guest_that_fails_to_restore_fails_the_host_and_keeps_its_image(make_d
     assert names(result["restored"]) == ["app-1", "web-1"]
     assert names(result["failed"]) == ["db-1"]
     failure = run.results(host="dom0-rf", task="Fail when guests could not be restored", event="failed")
-    assert failure and "db-1" in failure[0]["result"]["msg"], run
+    assert failure and "db-1" in failure[0]["result"]["msg"], [
+        (record["task"], record["result"].get("msg")) for record in run.results(event="failed")]
     assert run.stats["summary"]["dom0-rf"]["failures"] == 1
 
     # Once the cause is gone, xen.suspend.resume restores it from the kept image.
