@@ -68,12 +68,13 @@ demo-reboot: venv
 
 # Your playbook, or your maintenance tasks file run by xen.suspend.maintenance, against a simulated
 # dom0 with your fleet spec (tests/xensim/README.md); no root. ARGS: more ansible-playbook
-# arguments, GROUP: the inventory group (default xen_dom0), KEEP=1 keeps the temporary directory.
+# arguments, GROUP: the inventory group (default xen_dom0), KEEP=1 keeps the temporary directory,
+# REBOOT=1 a dom0 that can be saved to disk and rebooted (TASKS then run in save mode with a reboot).
 rehearse: venv
 	@if [ -z "$(FLEET)" ] || [ -z "$(PLAYBOOK)$(TASKS)" ]; then \
-	  echo "usage: make rehearse FLEET=fleet.yaml PLAYBOOK=site.yml|TASKS=maintenance.yml [GROUP=xen_dom0] [ARGS='-e k=v --check'] [KEEP=1]" >&2; exit 2; fi
+	  echo "usage: make rehearse FLEET=fleet.yaml PLAYBOOK=site.yml|TASKS=maintenance.yml [GROUP=xen_dom0] [ARGS='-e k=v --check'] [KEEP=1] [REBOOT=1]" >&2; exit 2; fi
 	$(PY) tests/demo/rehearse.py --fleet '$(FLEET)' $(if $(PLAYBOOK),--playbook '$(PLAYBOOK)') $(if $(TASKS),--tasks '$(TASKS)') \
-	  $(if $(GROUP),--group '$(GROUP)') $(if $(KEEP),--keep) --args="$$ARGS"
+	  $(if $(GROUP),--group '$(GROUP)') $(if $(KEEP),--keep) $(if $(REBOOT),--reboot) --args="$$ARGS"
 
 # Fleet versus one-domain-at-a-time suspend/resume of 10, 100, 500 and 1000 simulated guests,
 # and the resume of 500 guests whose resumes cost the real bed's figures (tests/bench); its last

@@ -25,10 +25,17 @@ your own fleet.
 4. report which guests the simulated hypervisor still holds suspended, stop the simulator and
    remove the temporary directory (--keep keeps it).
 
-Exit status: ansible-playbook's, or 3 when it succeeded but guests are left suspended. No root.
+With --reboot (make rehearse REBOOT=1) the simulated dom0 can be saved to disk and rebooted: the
+simulator's xl is on the modules' PATH, xen_suspend_save_dir is in the temporary directory,
+host_maintenance_reboot_command / host_maintenance_boot_time_command are the simulator's reboot
+and boot id, and TASKS runs with host_maintenance_mode=save and host_maintenance_reboot=true.
+
+Exit status: ansible-playbook's, or 3 when it succeeded but guests are left suspended (or, with
+--reboot, saved images are left on disk). No root.
 """
 
 import argparse
+import glob
 import os
 import shlex
 import sys
@@ -49,6 +56,8 @@ def main(argv=None):
     what.add_argument("--tasks", help="your maintenance tasks file, run by xen.suspend.maintenance")
     parser.add_argument("--group", default="xen_dom0", help="inventory group of the simulated dom0 (default: %(default)s)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (inventory, ledger, simulator log)")
+    parser.add_argument("--reboot", action="store_true",
+                        help="a dom0 that can be saved to disk and rebooted (TASKS: save mode with a reboot)")
     parser.add_argument("--args", default="", help="more ansible-playbook arguments, as one shell-quoted string")
     parser.add_argument("extra", nargs="*", help="more ansible-playbook arguments")
     args = parser.parse_args(argv)
@@ -59,6 +68,8 @@ def main(argv=None):
         if not os.path.isfile(tasks):
             parser.error("no tasks file at %s" % tasks)
         command = ["xen.suspend.maintenance", "-e", "host_maintenance_tasks_file=%s" % tasks]
+        if args.reboot:
+            command += ["-e", "host_maintenance_mode=save", "-e", "host_maintenance_reboot=true"]
         if args.group != "xen_dom0":
             command += ["-e", "xen_suspend_hosts=%s" % args.group]
     else:
@@ -69,7 +80,7 @@ def main(argv=None):
     cwd = os.path.dirname(os.path.abspath(args.playbook)) if args.playbook else os.getcwd()
     sys.stdout.reconfigure(line_buffering=True)
     try:
-        with SimulatedDom0(args.fleet, group=args.group, keep=args.keep, isolate=False) as dom0:
+        with SimulatedDom0(args.fleet, group=args.group, keep=args.keep, isolate=False, rebootable=args.reboot) as dom0:
             print("== simulated dom0 up: fleet %s, %d guests; inventory %s (host dom0-sim, group %s)" % (
                 args.fleet, len(dom0.list_domains()) - 1, dom0.inventory, args.group))
             print("== ansible-playbook -i %s %s" % (dom0.inventory, " ".join(shlex.quote(a) for a in command + extra)))
@@ -79,8 +90,11 @@ def main(argv=None):
             running = sorted(name for name, d in domains.items()
                              if d["domid"] != 0 and d.get("shutdown_code") is None and not d.get("paused"))
             print("== after the run: %d guests running, left suspended: %s" % (len(running), ", ".join(left) or "none"))
-            if rc == 0 and left:
-                print("!! the playbook succeeded but left guests suspended")
+            on_disk = sorted(os.path.basename(path) for path in glob.glob(os.path.join(dom0.save_dir, "*")))
+            if args.reboot:
+                print("== left on disk in the save directory: %s" % (", ".join(on_disk) or "none"))
+            if rc == 0 and (left or on_disk):
+                print("!! the playbook succeeded but left guests %s" % ("suspended" if left else "saved on disk"))
                 return 3
             return rc
     except (KeyboardInterrupt, Interrupted) as exc:

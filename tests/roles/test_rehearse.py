@@ -116,3 +116,18 @@ def test_make_rehearse_without_a_fleet_says_how():
                           capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode != 0
     assert "usage: make rehearse FLEET=" in proc.stderr
+
+
+def test_make_rehearse_reboot_saves_reboots_and_restores_my_fleet(files):
+    fleet = files("fleet.yaml", FLEET)
+    tasks = files("upgrade-xen.yml", TASKS)
+    proc = subprocess.run(["make", "-s", "-C", REPO, "-o", os.path.join(sys.prefix, ".installed"), "rehearse",
+                           "VENV=%s" % sys.prefix, "FLEET=%s" % fleet, "TASKS=%s" % tasks, "REBOOT=1"],
+                          capture_output=True, text=True, timeout=300, check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    assert "TASK [xen.suspend.host_maintenance : My dom0 maintenance]" in out, out
+    assert re.search(r"TASK \[xen.suspend.host_maintenance : Reboot the dom0\] \*+\nchanged: \[dom0-sim\]", out), out
+    assert "3 saved (" in out and "3 restored, 0 already running, 0 failed" in out, out
+    assert "3 guests running, left suspended: none" in out, out
+    assert "left on disk in the save directory: none" in out, out
