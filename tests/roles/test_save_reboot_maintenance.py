@@ -257,3 +257,62 @@ def test_out_of_range_save_options_are_refused_before_any_guest(make_dom0, contr
     assert run.results(action="xen.suspend.domain_saved") == []
     assert dom0.running() == ["linux-pv-1", "linux-pv-2"]
     assert dom0.ledger_entries() is None
+
+
+def fake_chronyc(directory, synchronised_from_call):
+    """A chronyc on PATH whose `chronyc -n tracking` reports the clock synchronised from its Nth
+    call on (never, with 0); returns the file counting its calls."""
+    os.makedirs(directory)
+    calls = os.path.join(directory, "calls")
+    script = os.path.join(directory, "chronyc")
+    with open(script, "w") as handle:
+        handle.write("""#!/bin/sh
+n=$(cat %(calls)s 2>/dev/null || echo 0); n=$((n + 1)); echo $n > %(calls)s
+if [ %(from)d -gt 0 ] && [ $n -ge %(from)d ]; then status=Normal; else status='Not synchronised'; fi
+echo "Reference ID    : 7F7F0101 ()"
+echo "Leap status     : $status"
+""" % {"calls": calls, "from": synchronised_from_call})
+    os.chmod(script, 0o755)
+    return calls
+
+
+def test_the_restore_waits_for_time_sync_after_the_reboot(make_dom0, controller):
+    dom0 = make_dom0("dom0-ts", dict(FAST, guests={"linux-pv": 2}))
+    record = os.path.join(controller.workdir, "during.json")
+
+    # chrony answers "synchronised" at its third call (the first finds it): the restore waits.
+    slow = os.path.join(controller.workdir, "chrony-slow")
+    calls = fake_chronyc(slow, 3)
+    host_vars = save_host_vars(dom0)
+    host_vars["xen_suspend_environment"]["PATH"] = slow + os.pathsep + host_vars["xen_suspend_environment"]["PATH"]
+    inventory = controller.inventory([dom0], extra_host_vars={"dom0-ts": host_vars})
+    run = controller.run("xen.suspend.maintenance", inventory, extra_vars=maintenance_vars(record))
+    assert run.rc == 0, run
+    waited = run.results(host="dom0-ts", task="Wait for chrony to report the clock synchronised", event="ok")
+    restore = run.results(host="dom0-ts", action="xen.suspend.domain_restored", event="ok")
+    assert len(waited) == len(restore) == 1, run
+    assert waited[0]["seq"] < restore[0]["seq"]
+    assert waited[0]["result"]["attempts"] == 2
+    with open(calls) as handle:
+        assert handle.read().strip() == "3"
+    assert run.fact("dom0-ts", "host_maintenance_time_sync") == "synchronised (chrony)"
+    assert dom0.running() == ["linux-pv-1", "linux-pv-2"]
+
+    # chrony never synchronises: at the timeout the guests are restored anyway, and it is said.
+    never = os.path.join(controller.workdir, "chrony-never")
+    fake_chronyc(never, 0)
+    host_vars = save_host_vars(dom0, host_maintenance_time_sync_timeout=1)
+    host_vars["xen_suspend_environment"]["PATH"] = never + os.pathsep + host_vars["xen_suspend_environment"]["PATH"]
+    inventory = controller.inventory([dom0], extra_host_vars={"dom0-ts": host_vars})
+    run = controller.run("xen.suspend.maintenance", inventory, extra_vars=maintenance_vars(record))
+    assert run.rc == 0, run
+    assert run.fact("dom0-ts", "host_maintenance_time_sync").startswith("NOT synchronised within 1 s")
+    assert names(run.fact("dom0-ts", "fleet_restore_result")["restored"]) == ["linux-pv-1", "linux-pv-2"]
+    assert dom0.running() == ["linux-pv-1", "linux-pv-2"]
+
+    # host_maintenance_wait_time_sync=false does not look.
+    run = controller.run("xen.suspend.maintenance", inventory,
+                         extra_vars=maintenance_vars(record, host_maintenance_wait_time_sync=False))
+    assert run.rc == 0, run
+    assert run.results(host="dom0-ts", task="Find the dom0's time synchronisation service", event="ok") == []
+    assert dom0.running() == ["linux-pv-1", "linux-pv-2"]
