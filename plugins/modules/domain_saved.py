@@ -99,8 +99,8 @@ options:
     default: false
 extends_documentation_fragment:
   - xen.suspend.common
-  - xen.suspend.common.save_dir
   - xen.suspend.common.actiongroup
+  - xen.suspend.common.save_dir
   - xen.suspend.common.service_domains
   - xen.suspend.common.toolstack
   - xen.suspend.attributes
