@@ -83,7 +83,7 @@ def test_a_timeout_kills_xl_and_what_it_forked(bindir, tmp_path):
     assert result.error("save").kind == "xl_timeout"
     assert "was killed after its timeout" in result.describe()
     child = int(pidfile.read_text())
-    for _ in range(100):
+    for _attempt in range(100):
         try:
             os.kill(child, 0)
         except OSError:
@@ -160,7 +160,7 @@ def test_processes_working_on_an_image_are_found(bindir, tmp_path):
     import subprocess
     proc = subprocess.Popen([str(bindir / "xl"), "save", "-p", "4", image])
     try:
-        for _ in range(100):
+        for _attempt in range(100):
             if proc.pid in xl_processes_on(image):
                 break
             time.sleep(0.02)
