@@ -39,7 +39,8 @@ options:
       - The saved guests to restore, as names, UUIDs or shell patterns on names, matched against
         the ledger's entries (their domains no longer exist).
       - When omitted, every guest the ledger records as saved is restored.
-      - A name or UUID that matches no saved guest is an error, and nothing is touched.
+      - A name or UUID that matches no saved guest but a running domain is reported unchanged
+        (restored already). One that matches neither is an error, and nothing is touched.
     type: list
     elements: str
   exclude:
@@ -248,8 +249,9 @@ class DomainRestoredModule(XenSuspendModule):
         recovery = self.recover(backends, entries)
         if not self.check_mode and recovery.actions:
             entries = backends.ledger.read()  # what recovery settled or returned to "saved"
+        records = self.inventory(backends, [self.targets]) if self.targets else None
         plan = plan_restore(entries, self.targets, self.exclude, self.protected, self.order,
-                            clock=backends.clock)
+                            clock=backends.clock, records=records)
         engine = RestoreEngine(backends, timeout=params["timeout"], parallel=params["parallel"],
                                continue_on_error=params["continue_on_error"],
                                check_mode=self.check_mode, archive_dir=params.get("archive_dir"))
