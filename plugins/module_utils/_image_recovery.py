@@ -38,8 +38,12 @@ import time
 from ansible_collections.xen.suspend.plugins.module_utils._errors import DomainBusy, XenSuspendError
 from ansible_collections.xen.suspend.plugins.module_utils._ledger import (
     STATE_RESTORING, STATE_SAVED, STATE_SAVING)
+from ansible_collections.xen.suspend.plugins.module_utils._xl_processes import xl_working_on
 from ansible_collections.xen.suspend.plugins.module_utils._ledger_transitions import (
     FOUND_RUNNING, OTHER_SHUTDOWN, RESTORED, SAVE_ABANDONED, ReturnToSaved, Settle)
+
+# xl unpause / destroy get this long.
+XL_SHORT_TIMEOUT = 60.0
 
 # Recovery report actions (the same vocabulary as _recovery's).
 ACTION_SETTLED = "settled"
@@ -120,7 +124,7 @@ def recover_image_entry(backends, entry, info, report, transitions):
         return
     try:
         xl = getattr(backends, "xl", None)
-        busy = _xl_working_on(xl, entry)
+        busy = _xl_working_on(backends, entry)
         if busy:
             report.add(entry, ACTION_BUSY, "xl (pid %s) is still working on its image"
                        % ", ".join(str(pid) for pid in busy))
@@ -140,13 +144,12 @@ def recover_image_entry(backends, entry, info, report, transitions):
         claim.release()
 
 
-def _xl_working_on(xl, entry):
-    if xl is None:
-        return []
+def _xl_working_on(backends, entry):
+    finder = getattr(backends, "xl_working_on", None) or xl_working_on
     pids = []
     for path in (entry.get("image_part"), entry.get("image")):
         if path:
-            pids.extend(xl.working_on(path))
+            pids.extend(finder(path))
     return sorted(set(pids))
 
 
@@ -172,7 +175,9 @@ def unpause(backends, xl, domid):
     """``xl unpause`` where xl is there (it also continues an HVM guest's device model),
     libxenctrl's unpause otherwise."""
     if xl is not None:
-        xl.unpause(domid)
+        result = xl.unpause(domid, XL_SHORT_TIMEOUT)
+        if result is not None and not result.ok:
+            raise result.error("unpause")
     else:
         backends.xenctrl.unpause(domid)
 

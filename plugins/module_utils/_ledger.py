@@ -29,6 +29,7 @@ import os
 import stat
 import struct
 import tempfile
+import threading
 import time
 
 from ansible_collections.xen.suspend.plugins.module_utils._errors import LedgerError
@@ -126,6 +127,10 @@ class Ledger(object):
         self.lock_path = self.path + ".lock"
         self.lock_timeout = lock_timeout
         self.writes = 0
+        # The file lock is a POSIX record lock: it excludes other processes, not our own
+        # threads (save and restore run guests in threads), and closing any descriptor of the
+        # lock file drops it for the whole process. Threads take this first.
+        self._thread_lock = threading.RLock()
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -171,6 +176,11 @@ class Ledger(object):
         if os.path.exists(self.directory) and not os.path.isdir(self.directory):
             raise LedgerError("the ledger's directory %s is not a directory" % self.directory)
         self._ensure_directory()
+        with self._thread_lock:
+            self._check_writable()
+        return entries
+
+    def _check_writable(self):
         lock_fd = self._lock()
         try:
             # What every write does: a temporary file beside the ledger, renamed over it. A
@@ -186,7 +196,6 @@ class Ledger(object):
                 _check_replaceable(self.path)
         finally:
             os.close(lock_fd)
-        return entries
 
     def _parse(self, data):
         if not data:
@@ -230,6 +239,10 @@ class Ledger(object):
         Returns the entries as written. Nothing is written when ``mutate`` changed nothing.
         ``durable``: return only once the new ledger is on disk (see the module's docstring).
         """
+        with self._thread_lock:
+            return self._update_locked(mutate, durable)
+
+    def _update_locked(self, mutate, durable):
         self._ensure_directory()
         lock_fd = self._lock()
         try:

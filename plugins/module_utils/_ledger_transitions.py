@@ -257,14 +257,19 @@ class MarkRestoring(Transition):
     """Just before ``xl restore`` runs: a run killed while it runs leaves this, and the next
     run looks for the restored domain (or the xl still at work) before anything else."""
 
-    def __init__(self, uuid, intent_id):
+    def __init__(self, uuid, intent_id, archive_dir=None):
         self.uuid = uuid
         self.intent_id = intent_id
+        self.archive_dir = archive_dir
 
     def apply(self, entries, stamp):
         entry = entries.get(self.uuid)
         if _belongs(entry, self.intent_id) and entry["state"] in (STATE_SAVED, STATE_RESTORING):
             entry["state"] = STATE_RESTORING
+            if self.archive_dir:  # where a later run's recovery puts the image too
+                entry["archive_dir"] = self.archive_dir
+            else:
+                entry.pop("archive_dir", None)
             entry["restore_started_at"] = stamp
             entry["restore_attempts"] = int(entry.get("restore_attempts") or 0) + 1
 

@@ -27,6 +27,7 @@ from ansible_collections.xen.suspend.plugins.module_utils._resume import plan_re
 from ansible_collections.xen.suspend.plugins.module_utils._inventory import list_records
 from ansible_collections.xen.suspend.plugins.module_utils._suspend_engine import SuspendEngine
 from ansible_collections.xen.suspend.plugins.module_utils._targets import parse_selectors
+from ansible_collections.xen.suspend.plugins.module_utils._xl_processes import xl_working_on
 
 from xen_fakes import World
 
@@ -39,7 +40,6 @@ class FakeXl(object):
     def __init__(self, world):
         self.world = world
         self.calls = []
-        self.busy = {}
 
     def unpause(self, domid, timeout=60):
         self.calls.append(("unpause", domid))
@@ -48,9 +48,6 @@ class FakeXl(object):
     def destroy(self, domid, timeout=60):
         self.calls.append(("destroy", domid))
         self.world.domains[domid].destroyed = True
-
-    def working_on(self, path):
-        return self.busy.get(path, [])
 
 
 def _save_entry(tmp_path, domain, state=STATE_SAVING, intent_id="run-1"):
@@ -65,6 +62,7 @@ def _setup(tmp_path, state, **domain_kwargs):
     domain = world.add_domain(5, "web-1", **domain_kwargs)
     backends = world.backends(tmp_path)
     backends.xl = FakeXl(world)
+    backends.xl_working_on = lambda path: []
     (tmp_path / "save").mkdir()
     entry = _save_entry(tmp_path, domain, state)
     backends.ledger.update(lambda entries: entries.__setitem__(entry["uuid"], entry))
@@ -203,7 +201,7 @@ def test_a_save_killed_mid_copy_leaves_the_guest_running_and_no_partial_image(tm
 def test_an_xl_still_at_work_keeps_recovery_away(tmp_path):
     world, domain, backends, entry = _setup(tmp_path, STATE_SAVING)
     domain.shutdown_code = SHUTDOWN_SUSPEND
-    backends.xl.busy[entry["image_part"]] = [4242]
+    backends.xl_working_on = lambda path: [4242] if path == entry["image_part"] else []
     report = recover(backends, backends.ledger.read())
     assert report.actions[0]["action"] == ACTION_BUSY and "4242" in report.actions[0]["detail"]
     assert domain.suspended and backends.ledger.read()[domain.uuid]["state"] == STATE_SAVING
@@ -308,3 +306,18 @@ def test_domain_resumed_leaves_saved_guests_to_the_restore(tmp_path):
     with pytest.raises(Exception) as failure:
         plan_resume(records, backends.ledger.read(), parse_selectors(["web-1"]))
     assert "domain_restored" in str(failure.value)
+
+
+def test_live_xl_processes_on_an_image_are_found(tmp_path):
+    proc = tmp_path / "proc"
+    image = "/var/lib/xen-suspend/save/x.xlsave"
+    for pid, argv in ((10, ["/usr/sbin/xl", "save", "-p", "5", image + ".part"]),
+                      (11, ["/usr/bin/python3", "/opt/sim/bin/xl", "restore", "-p", image]),
+                      (12, ["/usr/bin/vim", image]),
+                      (13, ["/usr/sbin/xl", "list"])):
+        (proc / str(pid)).mkdir(parents=True)
+        (proc / str(pid) / "cmdline").write_bytes(b"\0".join(a.encode() for a in argv) + b"\0")
+    (proc / "self").mkdir()
+    assert xl_working_on(image, str(proc)) == [11]
+    assert xl_working_on(image + ".part", str(proc)) == [10]
+    assert xl_working_on("", str(proc)) == []
