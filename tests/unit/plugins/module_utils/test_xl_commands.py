@@ -14,7 +14,7 @@ import pytest
 
 from ansible_collections.xen.suspend.plugins.module_utils._errors import DependencyError
 from ansible_collections.xen.suspend.plugins.module_utils._xl_commands import (
-    FAILED, KILLED, OK, TIMED_OUT, XlCommands, XlResult, summarise_stderr, xl_processes_on)
+    FAILED, KILLED, OK, TIMED_OUT, XlCommands, XlResult, summarise_stderr)
 
 
 def executable(path, text):
@@ -152,21 +152,3 @@ def test_stderr_summary_is_bounded():
     assert len(summary) < 4 * 310
     assert summarise_stderr("") == ""
     assert summarise_stderr("just\ninfo") == "just; info"
-
-
-def test_processes_working_on_an_image_are_found(bindir, tmp_path):
-    image = str(tmp_path / "img.xlsave.part")
-    executable(bindir / "xl", "sleep 30\n")
-    import subprocess
-    proc = subprocess.Popen([str(bindir / "xl"), "save", "-p", "4", image])
-    try:
-        for _attempt in range(100):
-            if proc.pid in xl_processes_on(image):
-                break
-            time.sleep(0.02)
-        assert proc.pid in xl_processes_on(image)
-        assert proc.pid in XlCommands().working_on(image)
-        assert proc.pid not in xl_processes_on(image + "x")
-    finally:
-        proc.kill()
-        proc.wait()
