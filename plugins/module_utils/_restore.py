@@ -77,8 +77,17 @@ class RestoreJob(object):
         self.seconds = None
         self.image_size = entry.get("image_size")
         self.phases = PhaseTimer(clock)
-        self._clock = clock
-        self._started = None
+        self.done = False
+
+    @classmethod
+    def already_running(cls, record, clock):
+        job = cls({"uuid": record.uuid, "name": record.name, "domid": record.domid}, clock)
+        job.domid = record.domid
+        job.old_domid = None
+        job.before = job.after = AFTER_RUNNING
+        job.done = True
+        job.notes.append("runs already (domid %d): nothing to restore" % record.domid)
+        return job
 
     @property
     def display_name(self):
@@ -110,9 +119,12 @@ class RestorePlan(object):
         self.skipped = skipped
 
 
-def plan_restore(entries, selectors, exclude=(), protected=(), order=(), clock=time.monotonic):
+def plan_restore(entries, selectors, exclude=(), protected=(), order=(), clock=time.monotonic,
+                 records=None):
     """The saved guests to restore, in restore order: those matching ``order``'s patterns
-    first (in that order), then the rest by name. Every problem raises before anything runs."""
+    first (in that order), then the rest by name; then the guests named explicitly that run
+    already (``records``: the live domains), reported unchanged. Every problem raises before
+    anything runs."""
     candidates = [entry for entry in entries.values()
                   if is_image_entry(entry) and entry.get("state") in (STATE_SAVED, STATE_RESTORING)]
     problems = []
@@ -129,10 +141,18 @@ def plan_restore(entries, selectors, exclude=(), protected=(), order=(), clock=t
             skipped.append({"name": record.name, "uuid": record.uuid, "reason": reason})
             continue
         chosen.append(entry)
+    running = []
     for selector in selectors:
         if selector.kind != KIND_PATTERN and not any(
                 selector.matches(_EntryRecord(entry)) for entry in candidates):
-            problems.append("no guest saved to disk matches %s %r" % (selector.kind, selector.text))
+            # Idempotence: a guest named again once it runs is restored already.
+            found = [record for record in (records or ()) if selector.matches(record)
+                     and record.domid != 0]
+            if found:
+                running.extend(record for record in found if record not in running)
+            else:
+                problems.append("no guest saved to disk or running matches %s %r"
+                                % (selector.kind, selector.text))
     if problems:
         raise DomainOperationError("invalid targets, nothing was touched: " + "; ".join(problems),
                                    kind="invalid_targets")
@@ -145,7 +165,9 @@ def plan_restore(entries, selectors, exclude=(), protected=(), order=(), clock=t
         return len(order)
 
     chosen.sort(key=rank)  # stable: by name within a rank
-    return RestorePlan([RestoreJob(entry, clock) for entry in chosen], skipped)
+    jobs = [RestoreJob(entry, clock) for entry in chosen]
+    jobs.extend(RestoreJob.already_running(record, clock) for record in running)
+    return RestorePlan(jobs, skipped)
 
 
 class RestoreReport(RunReport):
@@ -188,6 +210,8 @@ class RestoreEngine(object):
     # == one guest ============================================================================
 
     def _check_only(self, job):
+        if job.done:
+            return
         try:
             self._lookup(job)
         except XenSuspendError as exc:
@@ -198,6 +222,8 @@ class RestoreEngine(object):
         job.notes.append("check mode: would restore %s" % job.image)
 
     def _one(self, job):
+        if job.done:
+            return
         if self._stop.is_set() or self._interrupted():
             job.error = DomainOperationError(
                 "not attempted: %s" % ("the run was interrupted" if self._interrupted() else
