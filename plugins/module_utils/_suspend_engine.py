@@ -124,6 +124,7 @@ class SuspendEngine(object):
         self.drain_timeout = float(drain_timeout)
         self._requests = protocol_requests(self)
         self._release_wanted = False
+        self._release_seen = False  # an @releaseDomain event not yet acted on
         self._transitions = []
         self._last_flush = None
         self._last_admission = None
@@ -300,6 +301,7 @@ class SuspendEngine(object):
                 if backends.evtchn_opened and backends.evtchn.fileno() in ready:
                     self._requests[EVENT_CHANNEL].on_events(now)
                 self._requests[XENSTORE].on_events(now)
+                self._take_release_hint()
                 self._poll_due(inflight, self.clock())
                 for job in list(inflight):
                     if not job.done:
@@ -325,6 +327,7 @@ class SuspendEngine(object):
         return self._last_admission is None or now >= self._last_admission + ADMISSION_COALESCE
 
     def _next_wakeup(self, now, queue):
+        self._take_release_hint()  # (an event that came with the replies to our requests)
         wakeup = now + MAX_WAIT
         for job in self._inflight:
             if job.done:
@@ -509,13 +512,21 @@ class SuspendEngine(object):
 
     def is_release_event(self, token):
         """True for our @releaseDomain watch: a hint that some domain changed, so every job
-        waiting for its guest is looked at in the next backstop poll."""
+        waiting for its guest is looked at in the next backstop poll (_take_release_hint)."""
         if token != RELEASE_TOKEN:
             return False
+        self._release_seen = True
+        return True
+
+    def _take_release_hint(self):
+        """Once per pass of the loop, not per event: every suspend fires @releaseDomain, and
+        a fleet's thousand events each flagging a thousand jobs would cost a million steps."""
+        if not self._release_seen:
+            return
+        self._release_seen = False
         for job in self._inflight:
             if job.waiting:
                 job.poll_requested = True
-        return True
 
     def change_method(self, job, choice):
         """``auto`` fell back from the event channel (it could not be bound)."""

@@ -36,6 +36,7 @@ import re
 import select
 import socket
 import stat
+import struct
 import threading
 import time
 
@@ -46,13 +47,17 @@ except ImportError:  # pragma: no cover - Python 2 is not a target
 
 try:
     from pyxs.client import Router
+    try:
+        from pyxs.client import RVar as _RouterRVar
+    except ImportError:  # a pyxs without it sends through Router.send
+        _RouterRVar = None
     from pyxs.connection import UnixSocketConnection, XenBusConnection
     from pyxs._internal import Op, Packet
     from pyxs.exceptions import PyXSError
     HAS_PYXS = True
     PYXS_IMPORT_ERROR = None
 except ImportError as exc:  # reported by the module base with missing_required_lib()
-    Router = UnixSocketConnection = XenBusConnection = Op = Packet = None
+    Router = UnixSocketConnection = XenBusConnection = Op = Packet = _RouterRVar = None
     PyXSError = Exception
     HAS_PYXS = False
     PYXS_IMPORT_ERROR = exc
@@ -76,9 +81,15 @@ _PERM_RE = re.compile(br"^[nrwb][0-9]{1,5}\Z")
 # How often a waiting caller re-checks that the Router thread is alive.
 _LIVENESS_SLICE = 0.2
 
+# xsd_sockmsg, the header of every packet: type, req_id, tx_id, len (host byte order).
+_HEADER = struct.Struct("=IIII")
+
 # Requests a pipelined batch keeps outstanding. Enough to hide the hand-over latency; small
 # enough that xenstored's per-connection output buffer and quotas never come into play.
 PIPELINE_DEPTH = 64
+# A batch sends again once no more than this many requests are outstanding, as many as fit in
+# PIPELINE_DEPTH, in one write: a write per request would wake xenstored once per request.
+_REFILL_MARK = PIPELINE_DEPTH // 2
 
 _OP_NAMES = {
     1: "directory", 2: "read", 3: "get_perms", 4: "watch", 5: "unwatch", 6: "transaction_start",
@@ -118,6 +129,22 @@ def _is_socket(path):
         return stat.S_ISSOCK(os.stat(path).st_mode)
     except OSError:
         return False
+
+
+def _path_text(path):
+    return path.decode("ascii", "replace") if isinstance(path, bytes) else path
+
+
+def _whole_packets(items, sent_bytes):
+    """How many of ``items`` (op, payload, tx_id, path) the first ``sent_bytes`` bytes of
+    their packets hold whole."""
+    whole = 0
+    for _op, payload, _tx_id, _path in items:
+        sent_bytes -= _HEADER.size + len(payload)
+        if sent_bytes < 0:
+            break
+        whole += 1
+    return whole
 
 
 def domain_path(domid, relative=""):
@@ -616,43 +643,96 @@ class XenstoreClient(object):
 
     def _send_on(self, router, op, payload, tx_id, path):
         """Put one request on the connection; what _finish needs to wait for its reply."""
-        op_name = _OP_NAMES.get(op, "op %d" % op)
-        path_text = path.decode("ascii", "replace") if isinstance(path, bytes) else path
         if len(payload) > PAYLOAD_MAX:
             raise XenstoreError("payload of %d bytes exceeds %d" % (len(payload), PAYLOAD_MAX),
-                                op=op_name, path=path_text)
-        packet = Packet(op, payload, next(self._rq_ids), tx_id)
+                                op=_OP_NAMES.get(op, "op %d" % op), path=_path_text(path))
+        sent, error = self._send_packets(router, [(op, payload, tx_id, path)])
+        if error is not None:
+            raise error
+        return sent[0]
+
+    def _send_packets(self, router, items):
+        """Put requests ``(op, payload, tx_id, path)`` (payloads within PAYLOAD_MAX) on the
+        connection, in order; returns (sent, error): what _finish needs for each request that
+        went out whole, in order, and None or the error that stopped the rest.
+
+        Each packet goes out as one write, header and payload together (pyxs writes them
+        apart: two system calls and two wake-ups of xenstored per request); on a Unix socket the
+        whole list goes out in one write. A pyxs without the Router internals this relies on
+        (``rvars``, ``send_lock``, RVar) sends through ``Router.send``.
+
+        ``error``: XenstoreTimeout when the socket took nothing more before the send deadline
+        (the connection is then closed and judged dead; the request after the sent ones never
+        reached xenstored whole); XenstoreConnectionLost when the connection went away under
+        the send (``sent`` is then empty: any of the requests may have gone out, in part or
+        whole)."""
         self.events_before_last_reply = None
         guard = getattr(router, "send_guard", None)
         if guard is not None:
             guard.deadline = time.monotonic() + self.timeout
+        rq_ids = [next(self._rq_ids) for _item in items]
+        direct = _RouterRVar is not None and isinstance(getattr(router, "rvars", None), dict) and \
+            hasattr(router, "send_lock")
+        rvars = []
         try:
-            rvar = router.send(packet)
+            if direct:
+                rvars = [_RouterRVar() for _item in items]
+                packets = [_HEADER.pack(op, rq_id, tx_id, len(payload)) + payload
+                           for (op, payload, tx_id, _path), rq_id in zip(items, rq_ids)]
+                with router.send_lock:
+                    # Registered before sending: xenstored may reply before send() returns.
+                    for rq_id, rvar in zip(rq_ids, rvars):
+                        router.rvars[rq_id] = rvar
+                    transport = router.connection.transport
+                    if guard is not None:  # a stream socket: one write for the lot
+                        transport.send(b"".join(packets))
+                    else:  # the xenbus device takes one message per write
+                        for packet in packets:
+                            transport.send(packet)
+            else:
+                for (op, payload, tx_id, _path), rq_id in zip(items, rq_ids):
+                    rvars.append(router.send(Packet(op, payload, rq_id, tx_id)))
         except _SendStalled as stall:
             # Part of a packet may be in the socket: the connection cannot carry another one.
-            # Nothing more is sent on it, and xenstored never sees this request whole.
+            # Nothing more is sent on it, and xenstored never sees the stalled request whole.
+            whole = _whole_packets(items, stall.sent) if direct else len(rvars)
+            op, _payload, _tx_id, path = items[whole]
+            op_name = _OP_NAMES.get(op, "op %d" % op)
             self._abandon(router)
             self._declare_dead("xenstored did not read its socket for %.1f s (%s of a %s request)"
                                % (self.timeout, stall, op_name))
-            raise XenstoreTimeout("not sent within %.1f s: xenstored is not reading its socket; "
-                                  "the connection is closed" % self.timeout, op=op_name,
-                                  path=path_text)
+            error = XenstoreTimeout("not sent within %.1f s: xenstored is not reading its socket; "
+                                    "the connection is closed" % self.timeout, op=op_name,
+                                    path=_path_text(path))
+            return self._sent(router, items[:whole], rq_ids, rvars), error
         except PyXSError as exc:
-            raise XenstoreConnectionLost("send failed: %s" % exc, op=op_name, path=path_text)
+            return [], self._send_lost(items, "send failed: %s" % exc)
         except (OSError, IOError) as exc:  # pylint: disable=bad-except-order  # PyXSError is Exception without pyxs
-            raise XenstoreConnectionLost("send failed: %s" % exc, op=op_name, path=path_text)
+            return [], self._send_lost(items, "send failed: %s" % exc)
         except (AttributeError, ValueError) as exc:  # pylint: disable=bad-except-order  # as above
             # pyxs' Router thread closes the connection when xenstored drops it; a send racing
             # with that finds the transport already gone (None) or its socket closed.
             if router.thread.is_alive() and router.is_connected:
                 raise
-            raise XenstoreConnectionLost("the connection to xenstored was closed while sending (%s)"
-                                         % exc, op=op_name, path=path_text)
+            return [], self._send_lost(items, "the connection to xenstored was closed while "
+                                              "sending (%s)" % exc)
         finally:
             if guard is not None:
                 guard.deadline = None
-        self.round_trips += 1
-        return (op, packet.rq_id, rvar, router, op_name, path_text)
+        return self._sent(router, items, rq_ids, rvars), None
+
+    def _sent(self, router, items, rq_ids, rvars):
+        self.round_trips += len(items)
+        sent = []
+        for (op, _payload, _tx_id, path), rq_id, rvar in zip(items, rq_ids, rvars):
+            sent.append((op, rq_id, rvar, router, _OP_NAMES.get(op, "op %d" % op), _path_text(path)))
+        return sent
+
+    @staticmethod
+    def _send_lost(items, message):
+        op, _payload, _tx_id, path = items[0]
+        return XenstoreConnectionLost(message, op=_OP_NAMES.get(op, "op %d" % op),
+                                      path=_path_text(path))
 
     def _finish(self, sent, deadline):
         """The reply payload of a sent request, or the XenstoreError it carries."""
@@ -828,12 +908,11 @@ class XenstoreClient(object):
         retried = set()
         broken = None
         while todo or window:
-            if todo and broken is None and len(window) < PIPELINE_DEPTH:
+            if todo and broken is None and len(window) <= _REFILL_MARK:
                 index = todo[0]
                 op, payload, path, tx_id = requests[index]
                 try:
-                    router = self._usable_router(_OP_NAMES.get(op, "op %d" % op),
-                                                 path.decode("ascii", "replace") if path else None,
+                    router = self._usable_router(_OP_NAMES.get(op, "op %d" % op), _path_text(path),
                                                  tx_id)
                 except _ConnectionGone as gone:  # found lost before this request went out
                     broken = self._after_loss(window, requests, outcomes, todo, retried, str(gone))
@@ -843,24 +922,31 @@ class XenstoreClient(object):
                     outcomes[index] = Outcome(error=exc)
                     broken = exc
                     continue
-                todo.popleft()
-                try:
-                    sent = self._send_on(router, op, payload, tx_id, path)
-                except XenstoreConnectionLost as exc:
+                if len(payload) > PAYLOAD_MAX:
+                    todo.popleft()
+                    outcomes[index] = Outcome(error=XenstoreError(
+                        "payload of %d bytes exceeds %d" % (len(payload), PAYLOAD_MAX),
+                        op=_OP_NAMES.get(op, "op %d" % op), path=_path_text(path)))
+                    continue
+                chunk = self._next_chunk(requests, todo, PIPELINE_DEPTH - len(window))
+                sent, error = self._send_packets(
+                    router, [(op, payload, tx_id, path) for op, payload, path, tx_id
+                             in (requests[index] for index in chunk)])
+                deadline = time.monotonic() + self.timeout
+                for index, one in zip(chunk, sent):
+                    window.append((index, one, deadline))
+                rest = chunk[len(sent):]
+                if isinstance(error, XenstoreConnectionLost):
                     # Lost under the send, which may have gone out in part: in flight.
-                    window.append((index, None, exc))
+                    for index in rest:
+                        window.append((index, None, error))
                     broken = self._after_loss(window, requests, outcomes, todo, retried,
                                               "the connection to xenstored (%s) was lost"
                                               % self.description)
-                    continue
-                except XenstoreTimeout as exc:  # the send deadline: the connection is dead
-                    outcomes[index] = Outcome(error=exc)
-                    broken = exc
-                    continue
-                except XenstoreError as exc:
-                    outcomes[index] = Outcome(error=exc)
-                    continue
-                window.append((index, sent, time.monotonic() + self.timeout))
+                elif error is not None:  # the send deadline: the connection is dead
+                    outcomes[rest[0]] = Outcome(error=error)
+                    todo.extendleft(reversed(rest[1:]))  # never sent
+                    broken = error
                 continue
             if not window:
                 break
@@ -900,6 +986,19 @@ class XenstoreClient(object):
                         "not sent: an earlier request of the batch failed (%s)" % broken,
                         op=op_name, path=path_text))
         return outcomes
+
+    def _next_chunk(self, requests, todo, room):
+        """Take from ``todo`` the requests to send in one write: the first (checked by the
+        caller), then up to ``room`` in all that need no check of their own (a payload too
+        large, a transaction lost with a connection: those go on their own, next time)."""
+        chunk = [todo.popleft()]
+        lost = self._lost_transactions
+        while todo and len(chunk) < room:
+            _op, payload, _path, tx_id = requests[todo[0]]
+            if len(payload) > PAYLOAD_MAX or tx_id and tx_id in lost:
+                break
+            chunk.append(todo.popleft())
+        return chunk
 
     def _reply_outcome(self, request, sent, deadline):
         """The Outcome of a sent request once its reply is in (raises on timeout or loss)."""

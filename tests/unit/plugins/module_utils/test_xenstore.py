@@ -222,19 +222,18 @@ def test_a_dropped_connection_fails_every_request_of_the_batch(xenstored):
         xs.close()
 
 
-class _HangUpMidPacket(object):
-    """A transport that loses the connection between a packet's header and its payload, as when
-    pyxs' Router thread closes it (xenstored hung up) while the caller is sending."""
+class _ClosedUnderTheSend(object):
+    """A transport whose socket pyxs' Router thread closes (xenstored hung up) right as the
+    caller writes."""
 
     def __init__(self, connection):
         self.connection = connection
         self.real = connection.transport
 
     def send(self, data):
-        sent = self.real.send(data)
         self.connection.transport = None
         self.real.close()
-        return sent
+        return self.real.send(data)
 
     def __getattr__(self, name):
         return getattr(self.real, name)
@@ -242,11 +241,20 @@ class _HangUpMidPacket(object):
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
 def test_a_connection_closed_under_a_send_is_a_lost_connection(client):
-    connection = client._router.connection
-    connection.transport = _HangUpMidPacket(connection)
+    # pyxs' Router thread found xenstored gone and dropped the transport, just before the send
+    client._router.connection.transport = None
     with pytest.raises(XenstoreConnectionLost) as caught:
         client.write(domain_path(3, "control/shutdown"), b"suspend")
     assert "closed while sending" in str(caught.value)
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_socket_closed_during_a_send_is_a_lost_connection(client):
+    connection = client._router.connection
+    connection.transport = _ClosedUnderTheSend(connection)
+    with pytest.raises(XenstoreConnectionLost) as caught:
+        client.write(domain_path(3, "control/shutdown"), b"suspend")
+    assert "send failed" in str(caught.value) or "closed while sending" in str(caught.value)
 
 
 def test_error_names_map_to_errno_or_stay_named(client, xenstored):
