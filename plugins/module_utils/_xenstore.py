@@ -51,13 +51,17 @@ try:
         from pyxs.client import RVar as _RouterRVar
     except ImportError:  # a pyxs without it sends through Router.send
         _RouterRVar = None
+    try:
+        from pyxs._internal import Event as _Event
+    except ImportError:  # a pyxs without it reads through its own Router
+        _Event = None
     from pyxs.connection import UnixSocketConnection, XenBusConnection
     from pyxs._internal import Op, Packet
     from pyxs.exceptions import PyXSError
     HAS_PYXS = True
     PYXS_IMPORT_ERROR = None
 except ImportError as exc:  # reported by the module base with missing_required_lib()
-    Router = UnixSocketConnection = XenBusConnection = Op = Packet = _RouterRVar = None
+    Router = UnixSocketConnection = XenBusConnection = Op = Packet = _RouterRVar = _Event = None
     PyXSError = Exception
     HAS_PYXS = False
     PYXS_IMPORT_ERROR = exc
@@ -98,6 +102,11 @@ _OP_NAMES = {
 
 # Wire op numbers needed without pyxs' Op (None when pyxs is missing).
 _XS_DIRECTORY, _XS_READ, _XS_GET_PERMS, _XS_WATCH, _XS_UNWATCH = 1, 2, 3, 4, 5
+_XS_WATCH_EVENT = 15
+
+# What the Router thread asks of the socket at a time: many packets (at most 4 KiB of payload
+# each) per system call.
+_RECV_SIZE = 256 * 1024
 
 # A request whose reply had not come when the connection was lost is sent once more on the new
 # connection only when that cannot do anything twice: a read or a directory listing outside a
@@ -285,6 +294,76 @@ class _SendDeadline(object):
         return getattr(self.real, name)
 
 
+def _dispatch_packet(router, op, rq_id, tx_id, payload):
+    """What pyxs' Router does with one packet read: a watch event goes to the monitors of its
+    token, a reply to the request waiting for it (an unexpected reply ends the Router)."""
+    if op == _XS_WATCH_EVENT:
+        event = _Event(*payload.split(NUL)[:-1])
+        for monitor in router.monitors[event.token]:
+            monitor.events.put(event)
+        return
+    rvar = router.rvars.pop(rq_id, None)
+    if rvar is None:
+        raise _UnexpectedPacket("reply to request %d, which is not waiting" % rq_id)
+    rvar.set(Packet(op, payload, rq_id, tx_id))
+
+
+def _buffered_router_loop(router):
+    """The Router thread on a Unix socket: one recv() takes every packet xenstored has sent so
+    far (pyxs' loop pays a select() and two recv() per packet: three system calls for each
+    reply and each watch event). Ends when xenstored closes the connection, on the router's
+    terminator (_abandon), or on a packet it cannot place; the connection is then closed, as
+    pyxs does, and callers see the thread gone."""
+    sock = router.connection.transport.sock
+    watched = [sock, router.r_terminator]
+    buffer = bytearray()
+    try:
+        while True:
+            readable, _w, _x = select.select(watched, [], [])
+            if router.r_terminator in readable:
+                return
+            try:
+                data = sock.recv(_RECV_SIZE)
+            except (OSError, IOError):  # reset or shut down under us: the connection is gone
+                return
+            if not data:
+                return
+            buffer += data
+            offset = 0
+            while len(buffer) - offset >= _HEADER.size:
+                op, rq_id, tx_id, size = _HEADER.unpack_from(buffer, offset)
+                end = offset + _HEADER.size + size
+                if end > len(buffer):
+                    break
+                payload = bytes(buffer[offset + _HEADER.size:end])
+                offset = end
+                _dispatch_packet(router, op, rq_id, tx_id, payload)
+            del buffer[:offset]
+    except _UnexpectedPacket:
+        return
+    finally:
+        for closer in (router.connection.close, router.r_terminator.close, router.w_terminator.close):
+            try:
+                closer()
+            except (OSError, IOError):
+                pass
+
+
+if Router is not None:
+    class _BufferedRouter(Router):
+        """pyxs' Router, reading a Unix socket whole buffers at a time (_buffered_router_loop);
+        the rest (send_lock, rvars, monitors, thread, start) is pyxs'."""
+
+        def __call__(self):
+            _buffered_router_loop(self)
+else:
+    _BufferedRouter = None
+
+
+class _UnexpectedPacket(Exception):
+    """A reply nobody waits for: the stream cannot be trusted any more."""
+
+
 class _TransactionView(object):
     """Reads and writes bound to one transaction id."""
 
@@ -415,7 +494,9 @@ class XenstoreClient(object):
             guard = None
             if getattr(transport, "sock", None) is not None:
                 guard = connection.transport = _SendDeadline(transport)
-            router = Router(connection)
+            # A socket is read by our loop; the xenbus device (one message per read) by pyxs'.
+            buffered = guard is not None and _BufferedRouter is not None and _Event is not None
+            router = (_BufferedRouter if buffered else Router)(connection)
             router.send_guard = guard
             if isinstance(getattr(router, "rvars", None), dict):
                 router.rvars = _ReplyStamps(self.events)

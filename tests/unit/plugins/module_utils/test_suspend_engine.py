@@ -13,7 +13,9 @@ from ansible_collections.xen.suspend.plugins.module_utils._errors import (
     TargetError, XenstoreError, XenstoreTimeout)
 from ansible_collections.xen.suspend.plugins.module_utils._inventory import list_records
 from ansible_collections.xen.suspend.plugins.module_utils._ledger import Ledger, make_entry
-from ansible_collections.xen.suspend.plugins.module_utils._suspend_engine import SuspendEngine
+from ansible_collections.xen.suspend.plugins.module_utils._protocol_requests import ANSWER_WATCH
+from ansible_collections.xen.suspend.plugins.module_utils._suspend_engine import (
+    RELEASE_TOKEN, SuspendEngine)
 from ansible_collections.xen.suspend.plugins.module_utils._targets import (
     parse_selectors, select_targets)
 
@@ -49,9 +51,9 @@ def test_xenstore_path_suspends_and_records(tmp_path, oxenstored):
     assert list(result["phases"]) == ["lookup", "lock", "request", "acknowledge", "quiesce", "verify"]
     assert guest.suspended
     assert world.xenstore.nodes[guest.control_path] == b""
-    # name, event-channel node, watch, write, read after the ack, unwatch
-    assert result["xenstore_round_trips"] <= 6
-    assert not [w for w in world.xenstore.watches if w[0] != b"@releaseDomain"]
+    # name, event-channel node, write, read after the ack (the answers' watch is the run's)
+    assert result["xenstore_round_trips"] <= 4
+    assert world.xenstore.watches == {(b"@releaseDomain", RELEASE_TOKEN), ANSWER_WATCH}
     entry = ledger_entries(tmp_path)[guest.uuid]
     assert entry["state"] == "suspended" and entry["method"] == "xenstore" and entry["resume_fast"]
     assert not (tmp_path / "run-xen" / "suspend-evtchn-3.lock").exists()
@@ -238,26 +240,23 @@ def test_xenstore_timeout_names_domain_and_phase(tmp_path):
 
 
 @pytest.mark.parametrize("continue_on_error", [False, True])
-def test_a_watch_refused_in_a_batch(tmp_path, continue_on_error):
-    """Requests go out in pipelined batches (all watches, then all writes): a refused watch
-    stops the whole batch before any request unless continue_on_error is set."""
+def test_a_refused_answer_watch_sends_no_request(tmp_path, continue_on_error):
+    """Requests go out in pipelined batches (the standing watch for the answers, then all
+    writes): without the watch no guest is asked, whatever continue_on_error says, and the
+    intents are settled as never sent."""
     world = World()
     guests = [world.add_domain(domid, "vm%d" % domid) for domid in (3, 4, 5)]
-    world.xenstore.fail_paths[("watch", guests[1].control_path)] = XenstoreError(
+    world.xenstore.fail_paths[("watch", ANSWER_WATCH[0])] = XenstoreError(
         "EACCES", op="watch", errno=errno.EACCES)
     report, _backends = run(world, tmp_path, continue_on_error=continue_on_error)
     results = by_name(report)
-    assert results["vm4"]["error"]["phase"] == "request"
-    assert "domain vm4 (domid 4), phase request" in results["vm4"]["error"]["message"]
-    assert guests[1].requests == 0
-    if continue_on_error:
-        assert report.suspended == ["vm3", "vm5"]
-        assert set(ledger_entries(tmp_path)) == {guests[0].uuid, guests[2].uuid}
-    else:
-        assert [results[name]["error"]["kind"] for name in ("vm3", "vm5")] == ["not_attempted"] * 2
-        assert [guest.requests for guest in guests] == [0, 0, 0]
-        assert not ledger_entries(tmp_path)
-    assert not [w for w in world.xenstore.watches if w[0] != b"@releaseDomain"]
+    assert results["vm3"]["error"]["phase"] == "request"
+    assert "domain vm3 (domid 3), phase request" in results["vm3"]["error"]["message"]
+    assert [guest.requests for guest in guests] == [0, 0, 0]
+    assert report.suspended == [] and not ledger_entries(tmp_path)
+    # each of them failed for that reason (none is merely "not attempted")
+    assert [results[name]["error"]["kind"] for name in ("vm3", "vm4", "vm5")] == ["xenstore_error"] * 3
+    assert world.xenstore.watches == {(b"@releaseDomain", RELEASE_TOKEN)}
 
 
 # -- hostile guests and method choice -----------------------------------------------------------
@@ -544,7 +543,8 @@ def test_guest_flooding_its_control_node_costs_bounded_reads(tmp_path):
 
 def test_release_domain_is_one_standing_watch_sent_with_the_first_requests(tmp_path):
     """No round trip of its own and no per-run watch/unwatch: it rides in the first batch of
-    request watches and stays for the connection's life; a later run on it registers nothing."""
+    requests with the answers' watch (no watch per domain) and both stay for the connection's
+    life; a later run on it registers nothing."""
     world = World()
     world.add_domain(3, "web1")
     world.add_domain(4, "web2")
@@ -558,9 +558,9 @@ def test_release_domain_is_one_standing_watch_sent_with_the_first_requests(tmp_p
     world.xenstore.watch_many = watch_many
     report, backends = run(world, tmp_path, targets=["web1"])
     assert report.failed == []
-    assert batches == [[b"@releaseDomain", b"/local/domain/3/control/shutdown"]]
+    assert batches == [[b"@releaseDomain", ANSWER_WATCH[0]]]
     assert (b"@releaseDomain", b"xen-suspend-release") in world.xenstore.watches
     report = SuspendEngine(backends).run(
         select_targets(list_records(world.xenctrl, world.xenstore), parse_selectors(["web2"])).targets)
     assert report.failed == [] and report.suspended == ["web2"]
-    assert batches[1] == [b"/local/domain/4/control/shutdown"]
+    assert len(batches) == 1
