@@ -18,12 +18,13 @@ protocols in _protocol_requests, the ledger's transitions in _ledger_transitions
                domain is looked at again (only what is seen under the lock counts)
                ledger: RecordIntent, durable before any request
     [request]  the protocol's start(): event channel bind+subscribe+drain+notify, xenstore
-               watch+write (pipelined batches), or direct xc_domain_shutdown
+               write (a pipelined batch; one standing watch on /local/domain sees every
+               answer), or direct xc_domain_shutdown
     [acknowledge] (xenstore) wait for the guest to change the node; on timeout the request is
                withdrawn in a transaction. Suspended while our request still stands in an
                untouched node: somebody else suspended it -- withdrawn, not claimed.
     [quiesce]  wait until Xen reports shutdown with reason suspend
-    [verify]   release channel/watch/lock; ledger: ConfirmSuspended with the CPU time as evidence
+    [verify]   release channel/lock; ledger: ConfirmSuspended with the CPU time as evidence
 
 A domain that fails is never resumed here. At the end every intent that did not end verified
 gets a verdict on evidence (_settle_unfinished): Settle when the request was never sent or was

@@ -16,7 +16,10 @@ can ``select()`` on the pipe together with other file descriptors.
 The ``*_many`` calls pipeline: they put up to PIPELINE_DEPTH requests on the connection before
 waiting for the first reply. xenstored answers one connection's requests in the order they were
 sent, so a batch of N costs one round trip plus N times xenstored's own work instead of N waits
-(each wait is a hand-over to pyxs' Router thread and back); per-path order is kept.
+(each wait is a hand-over to pyxs' Router thread and back); per-path order is kept. On a Unix
+socket the requests go out many per write (pyxs writes each packet's header and payload apart)
+and the Router thread reads whole buffers (pyxs pays a select() and two recv() per packet):
+for a fleet's thousands of requests, tens of system calls instead of tens of thousands.
 
 Sending has a deadline too (on the Unix socket: a xenstored that stops reading its socket cannot
 block a send for longer than the timeout). Once the connection is judged dead (see
@@ -193,16 +196,25 @@ class WakingQueue(queue.Queue):
     """A queue.Queue whose ``put`` also makes a pipe readable, to wake a select() loop.
 
     Each event is stored as (path, token, arrival) where arrival counts the events delivered
-    so far; only pyxs' Router thread puts, so the count is exact."""
+    so far; only pyxs' Router thread puts, so the count is exact.
+
+    One byte per wake-up, not per event: ``wake_pending`` says that the pipe is readable
+    already. The reader (XenstoreClient.events_nowait) drains the pipe, clears it, and only
+    then takes the events: an event put after the clearing writes again, one put before it
+    is taken."""
 
     def __init__(self, wake_fd):
         queue.Queue.__init__(self)
         self._wake_fd = wake_fd
         self.arrivals = 0
+        self.wake_pending = False
 
     def put(self, item, block=True, timeout=None):
         self.arrivals += 1
         queue.Queue.put(self, (item[0], item[1], self.arrivals), block, timeout)
+        if self.wake_pending:
+            return
+        self.wake_pending = True
         try:
             os.write(self._wake_fd, b"w")
         except OSError:  # pipe full (a wake-up is pending anyway) or closed at shutdown
@@ -1313,6 +1325,7 @@ class XenstoreClient(object):
                 pass
         except OSError:
             pass
+        self.events.wake_pending = False  # after draining, before taking (see WakingQueue)
         events = []
         while len(events) < limit:
             try:
@@ -1320,6 +1333,9 @@ class XenstoreClient(object):
             except queue.Empty:
                 break
             events.append(event)
+        else:  # stopped at the limit: what is left must still wake the caller's loop
+            if not self.events.empty():
+                self._wake()
         return events
 
     def wait_event(self, timeout):
