@@ -844,6 +844,9 @@ class XenstoreClient(object):
         return reply.payload
 
     def _wait_reply(self, rvar, router, deadline, op_name, path_text):
+        reply = getattr(rvar, "target", None)
+        if reply is not None:  # in already (the usual case in a pipelined batch): no lock
+            return reply
         condition = getattr(rvar, "condition", None)
         if condition is None or not hasattr(rvar, "target"):
             return self._wait_reply_in_thread(rvar, router, deadline, op_name, path_text)
