@@ -33,6 +33,13 @@ from ansible_collections.xen.suspend.plugins.module_utils._xenstore import domai
 
 SUSPEND_VALUE = b"suspend"
 MAX_EVENTS_PER_PASS = 4096
+# One standing watch for every guest's answer: a watch fires for changes anywhere below its
+# path and each event names the node that changed, so the answers are told apart by path.
+# Registered by the first xenstore requests that need it, in the same pipelined batch as the
+# @releaseDomain watch and ahead of the writes, and gone with the connection (the module closes
+# it right after the run). libxl watches each domain's node instead: a watch and an unwatch
+# round trip per domain, and xenstored matches every write against a thousand watches.
+ANSWER_WATCH = (b"/local/domain", b"xen-suspend-answers")
 
 
 def withdraw_suspend_request(xs, domid):
@@ -215,7 +222,7 @@ class XenstoreRequest(ProtocolRequest):
 
     def __init__(self, engine):
         ProtocolRequest.__init__(self, engine)
-        self.token_jobs = {}
+        self.path_jobs = {}  # ~/control/shutdown -> the job whose answer is awaited there
 
     # -- sending ---------------------------------------------------------------------------
 
@@ -228,22 +235,14 @@ class XenstoreRequest(ProtocolRequest):
         if not jobs or engine.held_back(jobs):
             return
         for job in jobs:
-            domid = job.record.domid
-            job.watch_path = domain_path(domid, "control/shutdown")
-            job.token = ("xen-suspend-%s-%d" % (engine.run_tag, domid)).encode("ascii")
-            self.token_jobs[job.token] = job
+            job.watch_path = domain_path(job.record.domid, "control/shutdown")
         watched = []
-        release = engine.release_watch_items()  # the standing @releaseDomain, same batch
-        outcomes = self.xs.watch_many(release + [(job.watch_path, job.token) for job in jobs])
-        if release:
-            engine.release_watch_result(outcomes[0].error)
-            outcomes = outcomes[1:]
-        for job, outcome in zip(jobs, outcomes):
-            job.record.xs_trips += 1
-            if outcome.error is not None:
-                self.token_jobs.pop(job.token, None)
-                engine.fail(job, outcome.error, REQUEST)
+        failure = self._watch_answers()
+        for job in jobs:
+            if failure is not None:
+                engine.fail(job, failure, REQUEST)
                 continue
+            self.path_jobs[job.watch_path] = job
             job.watching = True
             watched.append(job)
         if engine.held_back(watched):  # a watch failed and continue_on_error is false
@@ -262,34 +261,48 @@ class XenstoreRequest(ProtocolRequest):
                 continue
             job.mark_request(Request.SENT)
             requested.append((job, outcome.events_before))
-        own = self.dispatch_watches(own_tokens=set(job.token for job, _stamp in requested))
+        own = self.dispatch_watches(own_paths=set(job.watch_path for job, _stamp in requested))
         start = engine.clock()
         for job, replied_at in requested:
-            self._settle_own_events(job, own.get(job.token, []), replied_at)
+            self._settle_own_events(job, own.get(job.watch_path, []), replied_at)
             job.phases.start(ACKNOWLEDGE, start)
             job.advance(Stage.ACKNOWLEDGE)
             job.deadline = start + engine.ack_timeout
             job.next_poll = start + engine.poll_interval
 
+    def _watch_answers(self):
+        """Put the standing watches in place (ANSWER_WATCH, and @releaseDomain when the engine
+        wants it) in one pipelined batch, unless they are already; None, or the error that
+        leaves the answers unwatched."""
+        engine = self.engine
+        release = engine.release_watch_items()
+        answers = [] if ANSWER_WATCH in self.xs.watches else [ANSWER_WATCH]
+        if not release and not answers:
+            return None
+        outcomes = self.xs.watch_many(release + answers)
+        if release:
+            engine.release_watch_result(outcomes[0].error)
+            outcomes = outcomes[1:]
+        return outcomes[0].error if answers else None
+
     @staticmethod
     def _settle_own_events(job, own, replied_at):
-        """Tell our own events on this job's token from the guest's answer.
+        """Tell our own write's event on this job's node from the guest's answer.
 
-        ``own`` are the arrival numbers of the token's events queued by now, ``replied_at`` how
-        many events had arrived before the reply to our write (None: not known). Before that
-        reply come the watch registration's event and, with C xenstored, our write's event;
-        oxenstored sends our write's event right after the reply. Whatever else is there is
-        the guest answering, already: pyxs' Router thread may queue it before we look.
+        ``own`` are the arrival numbers of the node's events queued by now, ``replied_at`` how
+        many events had arrived before the reply to our write (None: not known). C xenstored
+        sends our write's event before the reply, oxenstored right after it. Whatever else is
+        there is the guest answering, already: pyxs' Router thread may queue it before we look.
         """
         if replied_at is None or None in own:
-            # Arrival order unknown: count them (C xenstored two, oxenstored one so far). A guest
+            # Arrival order unknown: count them (our write's event, if here yet). A guest
             # answering this fast then costs a wait for the backstop poll, never a false ack.
-            if len(own) == 1:
+            if not own:
                 job.skip_events = 1
             return
         before = sum(1 for arrival in own if arrival <= replied_at)
         after = len(own) - before
-        own_after_reply = 1 if before == 1 else 0
+        own_after_reply = 1 if before == 0 else 0
         if after > own_after_reply:
             job.fresh_event = True
             job.node_touched = True
@@ -297,20 +310,28 @@ class XenstoreRequest(ProtocolRequest):
 
     # -- receiving -------------------------------------------------------------------------
 
-    def dispatch_watches(self, own_tokens=()):
-        """Dispatch queued watch events; returns {token: [arrival numbers]} (None when the
-        backend does not number them) of those carrying one of ``own_tokens``: the watches
-        of requests just sent, whose events _settle_own_events sorts out."""
+    def dispatch_watches(self, own_paths=()):
+        """Dispatch queued watch events; returns {path: [arrival numbers]} (None when the
+        backend does not number them) of those on one of ``own_paths``: the nodes of requests
+        just sent, whose events _settle_own_events sorts out."""
         engine = self.engine
         own = {}
+        path_jobs = self.path_jobs
         for event in self.xs.events_nowait():
-            token = event[1]
-            if engine.is_release_event(token):
+            if engine.is_release_event(event[1]):
                 continue
-            if token in own_tokens:
-                own.setdefault(token, []).append(event[2] if len(event) > 2 else None)
+            path = event[0]
+            if path == ANSWER_WATCH[0]:
+                # The watch fires once when registered, and again when a reconnect registers
+                # it anew: answers may have been missed meanwhile, so every node is read again.
+                for job in path_jobs.values():
+                    if job.stage is Stage.ACKNOWLEDGE:
+                        job.fresh_event = True
                 continue
-            job = self.token_jobs.get(token)
+            if path in own_paths:
+                own.setdefault(path, []).append(event[2] if len(event) > 2 else None)
+                continue
+            job = path_jobs.get(path)
             if job is not None and job.stage is Stage.ACKNOWLEDGE:
                 if job.skip_events:
                     job.skip_events -= 1
@@ -370,21 +391,13 @@ class XenstoreRequest(ProtocolRequest):
                              "suspend may go unanswered" % exc)
 
     def acknowledged(self, jobs):
-        """The guests of ``jobs`` answered: their watches go (one pipelined batch), then they
+        """The guests of ``jobs`` answered: their answers are no longer watched for, and they
         are waited for to suspend."""
         engine = self.engine
         for job in jobs:
             if job.request is not Request.ANSWERED:
                 job.mark_request(Request.ANSWERED)
-        watching = [job for job in jobs if job.watching]
-        for job in watching:
-            job.watching = False
-            self.token_jobs.pop(job.token, None)
-        outcomes = self.xs.unwatch_many([(job.watch_path, job.token) for job in watching])
-        for job, outcome in zip(watching, outcomes):
-            job.record.xs_trips += 1
-            if outcome.error is not None:
-                engine.fail(job, outcome.error, job.phases.current)
+            self.release(job)
         for job in jobs:
             if not job.done:
                 engine.enter_quiesce(job, engine.clock())
@@ -432,24 +445,19 @@ class XenstoreRequest(ProtocolRequest):
         return withdrawn
 
     def release(self, job):
-        if not job.watching:
-            return
-        job.watching = False
-        try:
-            with counted(self.xs, job.record):
-                self.xs.unwatch(job.watch_path, job.token)
-        except XenSuspendError as exc:
-            job.notes.append("cleanup: %s" % exc)
-        finally:
-            self.token_jobs.pop(job.token, None)
+        """Nothing to send: the standing ANSWER_WATCH stays for the others."""
+        if job.watching:
+            job.watching = False
+            if self.path_jobs.get(job.watch_path) is job:
+                del self.path_jobs[job.watch_path]
 
 
 MIN_POLL_GAP = 0.005  # a guest hammering its node or port costs us at most this rate
 
 
-def earliest(last, now):
+def earliest(last, now, gap=MIN_POLL_GAP):
     """The earliest moment for the next read or poll of something a guest can trigger."""
-    return now if last is None else max(now, last + MIN_POLL_GAP)
+    return now if last is None else max(now, last + gap)
 
 
 def protocol_requests(engine):

@@ -18,12 +18,13 @@ protocols in _protocol_requests, the ledger's transitions in _ledger_transitions
                domain is looked at again (only what is seen under the lock counts)
                ledger: RecordIntent, durable before any request
     [request]  the protocol's start(): event channel bind+subscribe+drain+notify, xenstore
-               watch+write (pipelined batches), or direct xc_domain_shutdown
+               write (a pipelined batch; one standing watch on /local/domain sees every
+               answer), or direct xc_domain_shutdown
     [acknowledge] (xenstore) wait for the guest to change the node; on timeout the request is
                withdrawn in a transaction. Suspended while our request still stands in an
                untouched node: somebody else suspended it -- withdrawn, not claimed.
     [quiesce]  wait until Xen reports shutdown with reason suspend
-    [verify]   release channel/watch/lock; ledger: ConfirmSuspended with the CPU time as evidence
+    [verify]   release channel/lock; ledger: ConfirmSuspended with the CPU time as evidence
 
 A domain that fails is never resumed here. At the end every intent that did not end verified
 gets a verdict on evidence (_settle_unfinished): Settle when the request was never sent or was
@@ -58,7 +59,7 @@ from ansible_collections.xen.suspend.plugins.module_utils._suspend_method import
     AUTO, DIRECT, EVENT_CHANNEL, METHODS, XENSTORE, choose_method)
 from ansible_collections.xen.suspend.plugins.module_utils._domain_poll import batch_domain_infos
 from ansible_collections.xen.suspend.plugins.module_utils._protocol_requests import (
-    earliest, protocol_requests)
+    MIN_POLL_GAP, earliest, protocol_requests)
 
 MAX_WAIT = 0.05            # longest sleep of the loop
 ADMISSION_COALESCE = 0.05  # batch admissions so one ledger write covers several domains
@@ -77,6 +78,13 @@ RELEASE_DOMAIN = b"@releaseDomain"
 # connection (the module closes it right after the run): no round trip of its own, and no
 # per-run watch/unwatch that a single guest pays for. Tokens are per connection in xenstored.
 RELEASE_TOKEN = b"xen-suspend-release"
+# A hint (@releaseDomain, which every suspend fires, or an event on a channel) asks for a poll
+# of the jobs waiting, and a poll reads the domain info of all of them: a scan of the fleet.
+# Hints are served at most once per HINT_POLL_GAP_PER_JOB per job waiting (at least
+# MIN_POLL_GAP, at most MAX_HINT_POLL_GAP): a thousand suspends firing a thousand hints then
+# cost a few dozen scans, not two hundred a second, for at most that much later a verdict.
+HINT_POLL_GAP_PER_JOB = 0.00002
+MAX_HINT_POLL_GAP = 0.02
 # parallel=0: no bound (more domains than a dom0 can have)
 UNBOUNDED = 1 << 20
 
@@ -132,6 +140,8 @@ class SuspendEngine(object):
         self.drain_timeout = float(drain_timeout)
         self._requests = protocol_requests(self)
         self._release_wanted = False
+        self._release_seen = False  # an @releaseDomain event not yet acted on
+        self._hint_gap = MIN_POLL_GAP  # see HINT_POLL_GAP_PER_JOB
         self._transitions = []
         self._last_flush = None
         self._last_admission = None
@@ -309,6 +319,7 @@ class SuspendEngine(object):
                 if backends.evtchn_opened and backends.evtchn.fileno() in ready:
                     self._requests[EVENT_CHANNEL].on_events(now)
                 self._requests[XENSTORE].on_events(now)
+                self._take_release_hint()
                 self._poll_due(inflight, self.clock())
                 for job in list(inflight):
                     if not job.done:
@@ -334,6 +345,7 @@ class SuspendEngine(object):
         return self._last_admission is None or now >= self._last_admission + ADMISSION_COALESCE
 
     def _next_wakeup(self, now, queue):
+        self._take_release_hint()  # (an event that came with the replies to our requests)
         wakeup = now + MAX_WAIT
         for job in self._inflight:
             if job.done:
@@ -344,7 +356,7 @@ class SuspendEngine(object):
             if job.fresh_event:
                 wakeup = min(wakeup, earliest(job.last_read, now))
             if job.poll_requested:
-                wakeup = min(wakeup, earliest(job.last_poll, now))
+                wakeup = min(wakeup, earliest(job.last_poll, now, self._hint_gap))
             wakeup = min(wakeup, job.next_poll, job.deadline)
         if queue and self._last_admission is not None and len(self._inflight) < self.parallel:
             wakeup = min(wakeup, self._last_admission + ADMISSION_COALESCE)
@@ -521,13 +533,23 @@ class SuspendEngine(object):
 
     def is_release_event(self, token):
         """True for our @releaseDomain watch: a hint that some domain changed, so every job
-        waiting for its guest is looked at in the next backstop poll."""
+        waiting for its guest is looked at in the next backstop poll (_take_release_hint)."""
         if token != RELEASE_TOKEN:
             return False
-        for job in self._inflight:
-            if job.waiting:
-                job.poll_requested = True
+        self._release_seen = True
         return True
+
+    def _take_release_hint(self):
+        """Once per pass of the loop, not per event: every suspend fires @releaseDomain, and
+        a fleet's thousand events each flagging a thousand jobs would cost a million steps.
+        Also sets the pass's gap between hint-driven polls (HINT_POLL_GAP_PER_JOB)."""
+        waiting = [job for job in self._inflight if job.waiting]
+        self._hint_gap = max(MIN_POLL_GAP, min(MAX_HINT_POLL_GAP, HINT_POLL_GAP_PER_JOB * len(waiting)))
+        if not self._release_seen:
+            return
+        self._release_seen = False
+        for job in waiting:
+            job.poll_requested = True
 
     def change_method(self, job, choice):
         """``auto`` fell back from the event channel (it could not be bound)."""
@@ -558,7 +580,8 @@ class SuspendEngine(object):
     def _poll_due(self, jobs, now):
         """The backstop: domain info for every job whose poll is due, in one batch."""
         due = [job for job in jobs if not job.done and job.waiting and
-               (now >= job.next_poll or job.poll_requested and now >= earliest(job.last_poll, now))]
+               (now >= job.next_poll or job.poll_requested and
+                now >= earliest(job.last_poll, now, self._hint_gap))]
         if not due:
             return
         infos = self._domain_infos([job.record.domid for job in due])

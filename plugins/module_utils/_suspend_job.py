@@ -96,9 +96,8 @@ class SuspendJob(object):
         self.lock = None
         self.local_port = None
         self.subscribed = False
-        self.token = None
         self.watch_path = None
-        self.watching = False
+        self.watching = False  # its answer is awaited (events on watch_path are its own)
         self.monitor = None
         self.monitor_frozen = False
         # the ledger: set once this attempt's intent is durable

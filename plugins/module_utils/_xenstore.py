@@ -16,7 +16,10 @@ can ``select()`` on the pipe together with other file descriptors.
 The ``*_many`` calls pipeline: they put up to PIPELINE_DEPTH requests on the connection before
 waiting for the first reply. xenstored answers one connection's requests in the order they were
 sent, so a batch of N costs one round trip plus N times xenstored's own work instead of N waits
-(each wait is a hand-over to pyxs' Router thread and back); per-path order is kept.
+(each wait is a hand-over to pyxs' Router thread and back); per-path order is kept. On a Unix
+socket the requests go out many per write (pyxs writes each packet's header and payload apart)
+and the Router thread reads whole buffers (pyxs pays a select() and two recv() per packet):
+for a fleet's thousands of requests, tens of system calls instead of tens of thousands.
 
 Sending has a deadline too (on the Unix socket: a xenstored that stops reading its socket cannot
 block a send for longer than the timeout). Once the connection is judged dead (see
@@ -36,6 +39,7 @@ import re
 import select
 import socket
 import stat
+import struct
 import threading
 import time
 
@@ -46,13 +50,21 @@ except ImportError:  # pragma: no cover - Python 2 is not a target
 
 try:
     from pyxs.client import Router
+    try:
+        from pyxs.client import RVar as _RouterRVar
+    except ImportError:  # a pyxs without it sends through Router.send
+        _RouterRVar = None
+    try:
+        from pyxs._internal import Event as _Event
+    except ImportError:  # a pyxs without it reads through its own Router
+        _Event = None
     from pyxs.connection import UnixSocketConnection, XenBusConnection
     from pyxs._internal import Op, Packet
     from pyxs.exceptions import PyXSError
     HAS_PYXS = True
     PYXS_IMPORT_ERROR = None
 except ImportError as exc:  # reported by the module base with missing_required_lib()
-    Router = UnixSocketConnection = XenBusConnection = Op = Packet = None
+    Router = UnixSocketConnection = XenBusConnection = Op = Packet = _RouterRVar = _Event = None
     PyXSError = Exception
     HAS_PYXS = False
     PYXS_IMPORT_ERROR = exc
@@ -76,9 +88,15 @@ _PERM_RE = re.compile(br"^[nrwb][0-9]{1,5}\Z")
 # How often a waiting caller re-checks that the Router thread is alive.
 _LIVENESS_SLICE = 0.2
 
+# xsd_sockmsg, the header of every packet: type, req_id, tx_id, len (host byte order).
+_HEADER = struct.Struct("=IIII")
+
 # Requests a pipelined batch keeps outstanding. Enough to hide the hand-over latency; small
 # enough that xenstored's per-connection output buffer and quotas never come into play.
 PIPELINE_DEPTH = 64
+# A batch sends again once no more than this many requests are outstanding, as many as fit in
+# PIPELINE_DEPTH, in one write: a write per request would wake xenstored once per request.
+_REFILL_MARK = PIPELINE_DEPTH // 2
 
 _OP_NAMES = {
     1: "directory", 2: "read", 3: "get_perms", 4: "watch", 5: "unwatch", 6: "transaction_start",
@@ -87,6 +105,11 @@ _OP_NAMES = {
 
 # Wire op numbers needed without pyxs' Op (None when pyxs is missing).
 _XS_DIRECTORY, _XS_READ, _XS_GET_PERMS, _XS_WATCH, _XS_UNWATCH = 1, 2, 3, 4, 5
+_XS_WATCH_EVENT = 15
+
+# What the Router thread asks of the socket at a time: many packets (at most 4 KiB of payload
+# each) per system call.
+_RECV_SIZE = 256 * 1024
 
 # A request whose reply had not come when the connection was lost is sent once more on the new
 # connection only when that cannot do anything twice: a read or a directory listing outside a
@@ -118,6 +141,22 @@ def _is_socket(path):
         return stat.S_ISSOCK(os.stat(path).st_mode)
     except OSError:
         return False
+
+
+def _path_text(path):
+    return path.decode("ascii", "replace") if isinstance(path, bytes) else path
+
+
+def _whole_packets(items, sent_bytes):
+    """How many of ``items`` (op, payload, tx_id, path) the first ``sent_bytes`` bytes of
+    their packets hold whole."""
+    whole = 0
+    for _op, payload, _tx_id, _path in items:
+        sent_bytes -= _HEADER.size + len(payload)
+        if sent_bytes < 0:
+            break
+        whole += 1
+    return whole
 
 
 def domain_path(domid, relative=""):
@@ -157,16 +196,25 @@ class WakingQueue(queue.Queue):
     """A queue.Queue whose ``put`` also makes a pipe readable, to wake a select() loop.
 
     Each event is stored as (path, token, arrival) where arrival counts the events delivered
-    so far; only pyxs' Router thread puts, so the count is exact."""
+    so far; only pyxs' Router thread puts, so the count is exact.
+
+    One byte per wake-up, not per event: ``wake_pending`` says that the pipe is readable
+    already. The reader (XenstoreClient.events_nowait) drains the pipe, clears it, and only
+    then takes the events: an event put after the clearing writes again, one put before it
+    is taken."""
 
     def __init__(self, wake_fd):
         queue.Queue.__init__(self)
         self._wake_fd = wake_fd
         self.arrivals = 0
+        self.wake_pending = False
 
     def put(self, item, block=True, timeout=None):
         self.arrivals += 1
         queue.Queue.put(self, (item[0], item[1], self.arrivals), block, timeout)
+        if self.wake_pending:
+            return
+        self.wake_pending = True
         try:
             os.write(self._wake_fd, b"w")
         except OSError:  # pipe full (a wake-up is pending anyway) or closed at shutdown
@@ -256,6 +304,76 @@ class _SendDeadline(object):
 
     def __getattr__(self, name):
         return getattr(self.real, name)
+
+
+def _dispatch_packet(router, op, rq_id, tx_id, payload):
+    """What pyxs' Router does with one packet read: a watch event goes to the monitors of its
+    token, a reply to the request waiting for it (an unexpected reply ends the Router)."""
+    if op == _XS_WATCH_EVENT:
+        event = _Event(*payload.split(NUL)[:-1])
+        for monitor in router.monitors[event.token]:
+            monitor.events.put(event)
+        return
+    rvar = router.rvars.pop(rq_id, None)
+    if rvar is None:
+        raise _UnexpectedPacket("reply to request %d, which is not waiting" % rq_id)
+    rvar.set(Packet(op, payload, rq_id, tx_id))
+
+
+def _buffered_router_loop(router):
+    """The Router thread on a Unix socket: one recv() takes every packet xenstored has sent so
+    far (pyxs' loop pays a select() and two recv() per packet: three system calls for each
+    reply and each watch event). Ends when xenstored closes the connection, on the router's
+    terminator (_abandon), or on a packet it cannot place; the connection is then closed, as
+    pyxs does, and callers see the thread gone."""
+    sock = router.connection.transport.sock
+    watched = [sock, router.r_terminator]
+    buffer = bytearray()
+    try:
+        while True:
+            readable, _w, _x = select.select(watched, [], [])
+            if router.r_terminator in readable:
+                return
+            try:
+                data = sock.recv(_RECV_SIZE)
+            except (OSError, IOError):  # reset or shut down under us: the connection is gone
+                return
+            if not data:
+                return
+            buffer += data
+            offset = 0
+            while len(buffer) - offset >= _HEADER.size:
+                op, rq_id, tx_id, size = _HEADER.unpack_from(buffer, offset)
+                end = offset + _HEADER.size + size
+                if end > len(buffer):
+                    break
+                payload = bytes(buffer[offset + _HEADER.size:end])
+                offset = end
+                _dispatch_packet(router, op, rq_id, tx_id, payload)
+            del buffer[:offset]
+    except _UnexpectedPacket:
+        return
+    finally:
+        for closer in (router.connection.close, router.r_terminator.close, router.w_terminator.close):
+            try:
+                closer()
+            except (OSError, IOError):
+                pass
+
+
+if Router is not None:
+    class _BufferedRouter(Router):
+        """pyxs' Router, reading a Unix socket whole buffers at a time (_buffered_router_loop);
+        the rest (send_lock, rvars, monitors, thread, start) is pyxs'."""
+
+        def __call__(self):
+            _buffered_router_loop(self)
+else:
+    _BufferedRouter = None
+
+
+class _UnexpectedPacket(Exception):
+    """A reply nobody waits for: the stream cannot be trusted any more."""
 
 
 class _TransactionView(object):
@@ -388,7 +506,9 @@ class XenstoreClient(object):
             guard = None
             if getattr(transport, "sock", None) is not None:
                 guard = connection.transport = _SendDeadline(transport)
-            router = Router(connection)
+            # A socket is read by our loop; the xenbus device (one message per read) by pyxs'.
+            buffered = guard is not None and _BufferedRouter is not None and _Event is not None
+            router = (_BufferedRouter if buffered else Router)(connection)
             router.send_guard = guard
             if isinstance(getattr(router, "rvars", None), dict):
                 router.rvars = _ReplyStamps(self.events)
@@ -616,43 +736,96 @@ class XenstoreClient(object):
 
     def _send_on(self, router, op, payload, tx_id, path):
         """Put one request on the connection; what _finish needs to wait for its reply."""
-        op_name = _OP_NAMES.get(op, "op %d" % op)
-        path_text = path.decode("ascii", "replace") if isinstance(path, bytes) else path
         if len(payload) > PAYLOAD_MAX:
             raise XenstoreError("payload of %d bytes exceeds %d" % (len(payload), PAYLOAD_MAX),
-                                op=op_name, path=path_text)
-        packet = Packet(op, payload, next(self._rq_ids), tx_id)
+                                op=_OP_NAMES.get(op, "op %d" % op), path=_path_text(path))
+        sent, error = self._send_packets(router, [(op, payload, tx_id, path)])
+        if error is not None:
+            raise error
+        return sent[0]
+
+    def _send_packets(self, router, items):
+        """Put requests ``(op, payload, tx_id, path)`` (payloads within PAYLOAD_MAX) on the
+        connection, in order; returns (sent, error): what _finish needs for each request that
+        went out whole, in order, and None or the error that stopped the rest.
+
+        Each packet goes out as one write, header and payload together (pyxs writes them
+        apart: two system calls and two wake-ups of xenstored per request); on a Unix socket the
+        whole list goes out in one write. A pyxs without the Router internals this relies on
+        (``rvars``, ``send_lock``, RVar) sends through ``Router.send``.
+
+        ``error``: XenstoreTimeout when the socket took nothing more before the send deadline
+        (the connection is then closed and judged dead; the request after the sent ones never
+        reached xenstored whole); XenstoreConnectionLost when the connection went away under
+        the send (``sent`` is then empty: any of the requests may have gone out, in part or
+        whole)."""
         self.events_before_last_reply = None
         guard = getattr(router, "send_guard", None)
         if guard is not None:
             guard.deadline = time.monotonic() + self.timeout
+        rq_ids = [next(self._rq_ids) for _item in items]
+        direct = _RouterRVar is not None and isinstance(getattr(router, "rvars", None), dict) and \
+            hasattr(router, "send_lock")
+        rvars = []
         try:
-            rvar = router.send(packet)
+            if direct:
+                rvars = [_RouterRVar() for _item in items]
+                packets = [_HEADER.pack(op, rq_id, tx_id, len(payload)) + payload
+                           for (op, payload, tx_id, _path), rq_id in zip(items, rq_ids)]
+                with router.send_lock:
+                    # Registered before sending: xenstored may reply before send() returns.
+                    for rq_id, rvar in zip(rq_ids, rvars):
+                        router.rvars[rq_id] = rvar
+                    transport = router.connection.transport
+                    if guard is not None:  # a stream socket: one write for the lot
+                        transport.send(b"".join(packets))
+                    else:  # the xenbus device takes one message per write
+                        for packet in packets:
+                            transport.send(packet)
+            else:
+                for (op, payload, tx_id, _path), rq_id in zip(items, rq_ids):
+                    rvars.append(router.send(Packet(op, payload, rq_id, tx_id)))
         except _SendStalled as stall:
             # Part of a packet may be in the socket: the connection cannot carry another one.
-            # Nothing more is sent on it, and xenstored never sees this request whole.
+            # Nothing more is sent on it, and xenstored never sees the stalled request whole.
+            whole = _whole_packets(items, stall.sent) if direct else len(rvars)
+            op, _payload, _tx_id, path = items[whole]
+            op_name = _OP_NAMES.get(op, "op %d" % op)
             self._abandon(router)
             self._declare_dead("xenstored did not read its socket for %.1f s (%s of a %s request)"
                                % (self.timeout, stall, op_name))
-            raise XenstoreTimeout("not sent within %.1f s: xenstored is not reading its socket; "
-                                  "the connection is closed" % self.timeout, op=op_name,
-                                  path=path_text)
+            error = XenstoreTimeout("not sent within %.1f s: xenstored is not reading its socket; "
+                                    "the connection is closed" % self.timeout, op=op_name,
+                                    path=_path_text(path))
+            return self._sent(router, items[:whole], rq_ids, rvars), error
         except PyXSError as exc:
-            raise XenstoreConnectionLost("send failed: %s" % exc, op=op_name, path=path_text)
+            return [], self._send_lost(items, "send failed: %s" % exc)
         except (OSError, IOError) as exc:  # pylint: disable=bad-except-order  # PyXSError is Exception without pyxs
-            raise XenstoreConnectionLost("send failed: %s" % exc, op=op_name, path=path_text)
+            return [], self._send_lost(items, "send failed: %s" % exc)
         except (AttributeError, ValueError) as exc:  # pylint: disable=bad-except-order  # as above
             # pyxs' Router thread closes the connection when xenstored drops it; a send racing
             # with that finds the transport already gone (None) or its socket closed.
             if router.thread.is_alive() and router.is_connected:
                 raise
-            raise XenstoreConnectionLost("the connection to xenstored was closed while sending (%s)"
-                                         % exc, op=op_name, path=path_text)
+            return [], self._send_lost(items, "the connection to xenstored was closed while "
+                                              "sending (%s)" % exc)
         finally:
             if guard is not None:
                 guard.deadline = None
-        self.round_trips += 1
-        return (op, packet.rq_id, rvar, router, op_name, path_text)
+        return self._sent(router, items, rq_ids, rvars), None
+
+    def _sent(self, router, items, rq_ids, rvars):
+        self.round_trips += len(items)
+        sent = []
+        for (op, _payload, _tx_id, path), rq_id, rvar in zip(items, rq_ids, rvars):
+            sent.append((op, rq_id, rvar, router, _OP_NAMES.get(op, "op %d" % op), _path_text(path)))
+        return sent
+
+    @staticmethod
+    def _send_lost(items, message):
+        op, _payload, _tx_id, path = items[0]
+        return XenstoreConnectionLost(message, op=_OP_NAMES.get(op, "op %d" % op),
+                                      path=_path_text(path))
 
     def _finish(self, sent, deadline):
         """The reply payload of a sent request, or the XenstoreError it carries."""
@@ -671,6 +844,9 @@ class XenstoreClient(object):
         return reply.payload
 
     def _wait_reply(self, rvar, router, deadline, op_name, path_text):
+        reply = getattr(rvar, "target", None)
+        if reply is not None:  # in already (the usual case in a pipelined batch): no lock
+            return reply
         condition = getattr(rvar, "condition", None)
         if condition is None or not hasattr(rvar, "target"):
             return self._wait_reply_in_thread(rvar, router, deadline, op_name, path_text)
@@ -828,12 +1004,11 @@ class XenstoreClient(object):
         retried = set()
         broken = None
         while todo or window:
-            if todo and broken is None and len(window) < PIPELINE_DEPTH:
+            if todo and broken is None and len(window) <= _REFILL_MARK:
                 index = todo[0]
                 op, payload, path, tx_id = requests[index]
                 try:
-                    router = self._usable_router(_OP_NAMES.get(op, "op %d" % op),
-                                                 path.decode("ascii", "replace") if path else None,
+                    router = self._usable_router(_OP_NAMES.get(op, "op %d" % op), _path_text(path),
                                                  tx_id)
                 except _ConnectionGone as gone:  # found lost before this request went out
                     broken = self._after_loss(window, requests, outcomes, todo, retried, str(gone))
@@ -843,24 +1018,31 @@ class XenstoreClient(object):
                     outcomes[index] = Outcome(error=exc)
                     broken = exc
                     continue
-                todo.popleft()
-                try:
-                    sent = self._send_on(router, op, payload, tx_id, path)
-                except XenstoreConnectionLost as exc:
+                if len(payload) > PAYLOAD_MAX:
+                    todo.popleft()
+                    outcomes[index] = Outcome(error=XenstoreError(
+                        "payload of %d bytes exceeds %d" % (len(payload), PAYLOAD_MAX),
+                        op=_OP_NAMES.get(op, "op %d" % op), path=_path_text(path)))
+                    continue
+                chunk = self._next_chunk(requests, todo, PIPELINE_DEPTH - len(window))
+                sent, error = self._send_packets(
+                    router, [(op, payload, tx_id, path) for op, payload, path, tx_id
+                             in (requests[index] for index in chunk)])
+                deadline = time.monotonic() + self.timeout
+                for index, one in zip(chunk, sent):
+                    window.append((index, one, deadline))
+                rest = chunk[len(sent):]
+                if isinstance(error, XenstoreConnectionLost):
                     # Lost under the send, which may have gone out in part: in flight.
-                    window.append((index, None, exc))
+                    for index in rest:
+                        window.append((index, None, error))
                     broken = self._after_loss(window, requests, outcomes, todo, retried,
                                               "the connection to xenstored (%s) was lost"
                                               % self.description)
-                    continue
-                except XenstoreTimeout as exc:  # the send deadline: the connection is dead
-                    outcomes[index] = Outcome(error=exc)
-                    broken = exc
-                    continue
-                except XenstoreError as exc:
-                    outcomes[index] = Outcome(error=exc)
-                    continue
-                window.append((index, sent, time.monotonic() + self.timeout))
+                elif error is not None:  # the send deadline: the connection is dead
+                    outcomes[rest[0]] = Outcome(error=error)
+                    todo.extendleft(reversed(rest[1:]))  # never sent
+                    broken = error
                 continue
             if not window:
                 break
@@ -900,6 +1082,19 @@ class XenstoreClient(object):
                         "not sent: an earlier request of the batch failed (%s)" % broken,
                         op=op_name, path=path_text))
         return outcomes
+
+    def _next_chunk(self, requests, todo, room):
+        """Take from ``todo`` the requests to send in one write: the first (checked by the
+        caller), then up to ``room`` in all that need no check of their own (a payload too
+        large, a transaction lost with a connection: those go on their own, next time)."""
+        chunk = [todo.popleft()]
+        lost = self._lost_transactions
+        while todo and len(chunk) < room:
+            _op, payload, _path, tx_id = requests[todo[0]]
+            if len(payload) > PAYLOAD_MAX or tx_id and tx_id in lost:
+                break
+            chunk.append(todo.popleft())
+        return chunk
 
     def _reply_outcome(self, request, sent, deadline):
         """The Outcome of a sent request once its reply is in (raises on timeout or loss)."""
@@ -1133,6 +1328,7 @@ class XenstoreClient(object):
                 pass
         except OSError:
             pass
+        self.events.wake_pending = False  # after draining, before taking (see WakingQueue)
         events = []
         while len(events) < limit:
             try:
@@ -1140,6 +1336,9 @@ class XenstoreClient(object):
             except queue.Empty:
                 break
             events.append(event)
+        else:  # stopped at the limit: what is left must still wake the caller's loop
+            if not self.events.empty():
+                self._wake()
         return events
 
     def wait_event(self, timeout):

@@ -255,7 +255,7 @@ domains:
     xenstore_round_trips:
       description: Xenstore requests sent for this domain.
       type: int
-      sample: 6
+      sample: 4
     lifecycle_monitor:
       description:
         - The C(xl create) process that applies this domain's C(on_poweroff), C(on_reboot) and

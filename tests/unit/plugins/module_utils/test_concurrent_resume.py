@@ -18,6 +18,7 @@ from ansible_collections.xen.suspend.plugins.module_utils._inventory import list
 from ansible_collections.xen.suspend.plugins.module_utils._ledger import utc_timestamp
 from ansible_collections.xen.suspend.plugins.module_utils._resume import ResumeEngine, plan_resume
 from ansible_collections.xen.suspend.plugins.module_utils._suspend_engine import RELEASE_TOKEN
+from ansible_collections.xen.suspend.plugins.module_utils._protocol_requests import ANSWER_WATCH
 from ansible_collections.xen.suspend.plugins.module_utils._targets import parse_selectors
 from ansible_collections.xen.suspend.plugins.module_utils._xenstore import (
     PIPELINE_DEPTH, XenstoreClient)
@@ -239,8 +240,8 @@ def test_settling_waits_on_release_domain_and_leaves_no_watch(tmp_path):
     assert report.resumed == ["late"] and not guest.suspended
     watched = [op for op in world.xenstore.ops if op[1] == b"@releaseDomain"]
     assert [op for op, _path in watched] == ["watch", "unwatch"]
-    # the suspend run's standing watch stays until its connection closes; the resume's own is gone
-    assert world.xenstore.watches == {(b"@releaseDomain", RELEASE_TOKEN)}
+    # the suspend run's standing watches stay until its connection closes; the resume's own is gone
+    assert world.xenstore.watches == {(b"@releaseDomain", RELEASE_TOKEN), ANSWER_WATCH}
 
 
 class _Signal(object):

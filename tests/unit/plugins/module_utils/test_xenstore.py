@@ -222,19 +222,18 @@ def test_a_dropped_connection_fails_every_request_of_the_batch(xenstored):
         xs.close()
 
 
-class _HangUpMidPacket(object):
-    """A transport that loses the connection between a packet's header and its payload, as when
-    pyxs' Router thread closes it (xenstored hung up) while the caller is sending."""
+class _ClosedUnderTheSend(object):
+    """A transport whose socket pyxs' Router thread closes (xenstored hung up) right as the
+    caller writes."""
 
     def __init__(self, connection):
         self.connection = connection
         self.real = connection.transport
 
     def send(self, data):
-        sent = self.real.send(data)
         self.connection.transport = None
         self.real.close()
-        return sent
+        return self.real.send(data)
 
     def __getattr__(self, name):
         return getattr(self.real, name)
@@ -242,11 +241,20 @@ class _HangUpMidPacket(object):
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
 def test_a_connection_closed_under_a_send_is_a_lost_connection(client):
-    connection = client._router.connection
-    connection.transport = _HangUpMidPacket(connection)
+    # pyxs' Router thread found xenstored gone and dropped the transport, just before the send
+    client._router.connection.transport = None
     with pytest.raises(XenstoreConnectionLost) as caught:
         client.write(domain_path(3, "control/shutdown"), b"suspend")
     assert "closed while sending" in str(caught.value)
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_socket_closed_during_a_send_is_a_lost_connection(client):
+    connection = client._router.connection
+    connection.transport = _ClosedUnderTheSend(connection)
+    with pytest.raises(XenstoreConnectionLost) as caught:
+        client.write(domain_path(3, "control/shutdown"), b"suspend")
+    assert "send failed" in str(caught.value) or "closed while sending" in str(caught.value)
 
 
 def test_error_names_map_to_errno_or_stay_named(client, xenstored):
@@ -654,3 +662,96 @@ def test_a_transaction_does_not_survive_a_reconnect(xenstored):
         assert withdraw_suspend_request(xs, 3) is True  # a new transaction works
     finally:
         xs.close()
+
+
+class _CountingTransport(object):
+    """Counts the writes the client makes on the connection's socket."""
+
+    def __init__(self, real):
+        self.real = real
+        self.writes = []
+
+    def send(self, data):
+        self.writes.append(len(data))
+        return self.real.send(data)
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+
+def test_a_batch_goes_out_many_requests_per_write(client, xenstored):
+    count = 4 * PIPELINE_DEPTH
+    for domid in range(1, count + 1):
+        xenstored.nodes[domain_path(domid, "name")] = b"vm%d" % domid
+    counting = client._router.connection.transport = _CountingTransport(client._router.connection.transport)
+    outcomes = client.read_many([domain_path(domid, "name") for domid in range(1, count + 1)])
+    assert [o.value for o in outcomes] == [b"vm%d" % domid for domid in range(1, count + 1)]
+    # pyxs alone: two writes per request (header, payload); here a write per window refill
+    assert len(counting.writes) <= count // (PIPELINE_DEPTH // 2) + 1
+    assert client.round_trips == count
+    client.write(domain_path(1, "name"), b"x")  # a single request: one write, header and payload
+    assert len(counting.writes) <= count // (PIPELINE_DEPTH // 2) + 2
+
+
+class _DribblingXenstored(object):
+    """Answers every read with its path, one byte per send(): the client's reader must put
+    packets together from any split (and several packets from one read)."""
+
+    def __init__(self, path):
+        self.path = path
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.listener.bind(path)
+        self.listener.listen(1)
+        self.thread = threading.Thread(target=self._serve)
+        self.thread.daemon = True
+        self.thread.start()
+
+    def _serve(self):
+        import struct
+        conn, _addr = self.listener.accept()
+        buffer = b""
+        with conn:
+            while True:
+                data = conn.recv(65536)
+                if not data:
+                    return
+                buffer += data
+                while len(buffer) >= 16:
+                    op, rq_id, tx_id, size = struct.unpack("=IIII", buffer[:16])
+                    if len(buffer) < 16 + size:
+                        break
+                    payload, buffer = buffer[16:16 + size], buffer[16 + size:]
+                    reply = struct.pack("=IIII", op, rq_id, tx_id, size) + payload
+                    for index in range(len(reply)):
+                        conn.sendall(reply[index:index + 1])
+
+    def close(self):
+        self.listener.close()
+
+
+def test_replies_split_anywhere_are_put_together(socket_dir):
+    directory, _servers = socket_dir
+    server = _DribblingXenstored(os.path.join(directory, "socket"))
+    xs = XenstoreClient(timeout=5.0, socket_path=server.path).connect()
+    try:
+        paths = [domain_path(domid, "name") for domid in range(1, 40)]
+        outcomes = xs.read_many(paths)
+        assert [o.value for o in outcomes] == paths  # (the server echoes the path)
+    finally:
+        xs.close()
+        server.close()
+
+
+def test_one_wake_up_byte_however_many_events(client, xenstored):
+    path = domain_path(1, "control/shutdown")
+    client.watch(path, b"tok")
+    for value in (b"a", b"b", b"c"):
+        xenstored.guest_write(path, value)
+    deadline = time.monotonic() + 2.0
+    while client.events.arrivals < 4 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert os.read(client.fileno(), 4096) == b"w"  # four events, one byte
+    assert len(client.events_nowait()) == 4
+    xenstored.guest_write(path, b"d")  # after the reader took them, an event wakes it again
+    assert select.select([client.fileno()], [], [], 2.0)[0] == [client.fileno()]
+    assert [event[:2] for event in client.events_nowait()] == [(path, b"tok")]
