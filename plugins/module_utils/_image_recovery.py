@@ -40,7 +40,10 @@ from ansible_collections.xen.suspend.plugins.module_utils._ledger import (
     STATE_RESTORING, STATE_SAVED, STATE_SAVING)
 from ansible_collections.xen.suspend.plugins.module_utils._xl_processes import xl_working_on
 from ansible_collections.xen.suspend.plugins.module_utils._ledger_transitions import (
-    FOUND_RUNNING, OTHER_SHUTDOWN, RESTORED, SAVE_ABANDONED, ReturnToSaved, Settle)
+    FOUND_RUNNING, OTHER_SHUTDOWN, RESTORED, SAVE_ABANDONED, AwaitLateSuspend, ReturnToSaved,
+    Settle)
+from ansible_collections.xen.suspend.plugins.module_utils._protocol_requests import (
+    withdraw_suspend_request)
 
 # xl unpause / destroy get this long.
 XL_SHORT_TIMEOUT = 60.0
@@ -50,6 +53,15 @@ ACTION_SETTLED = "settled"
 ACTION_WAIT = "left_for_restore"
 ACTION_BUSY = "busy"
 ACTION_RETURNED = "returned_to_saved"
+
+# A running guest of a stopped save that may still suspend: left for domain_resumed (the
+# in-memory suspend's vocabulary, see _recovery).
+ACTION_WAIT_RESUME = "left_for_resume"
+WAIT_MAY_STILL_SUSPEND = "may_still_suspend"
+# How long after a failed or stopped save a guest that may have taken xl's request keeps a
+# ledger entry (an in-memory intent) in case it suspends after all: libxl's own waits (60 s for
+# the answer, 60 s for the suspend) again, and room.
+LATE_SUSPEND_SETTLE = 150
 
 # Why an image entry stays (the report's reason for ACTION_WAIT).
 WAIT_SAVED = "saved"
@@ -61,7 +73,8 @@ class ImageStep(object):
     """What recovery decided for one image entry (pure, see ``image_verdict``)."""
 
     def __init__(self, action, why, reason=None, bring_back=False, unpause=False,
-                 remove_image=False, set_aside=False, archive=False, return_to_saved=False):
+                 remove_image=False, set_aside=False, archive=False, return_to_saved=False,
+                 late=False):
         self.action = action
         self.why = why
         self.reason = reason
@@ -71,6 +84,7 @@ class ImageStep(object):
         self.set_aside = set_aside            # keep a stale image under another name
         self.archive = archive                # remove or archive the image of a restored guest
         self.return_to_saved = return_to_saved
+        self.late = late                      # the guest may still act on xl's request
 
 
 def image_verdict(entry, info):
@@ -86,6 +100,12 @@ def image_verdict(entry, info):
         if info.dying or (info.shut_down and not info.suspended):
             return ImageStep(ACTION_SETTLED, "the guest is %s, not saved; the partial image is "
                              "removed" % info.state, OTHER_SHUTDOWN, remove_image=True)
+        if not (info.suspended or info.paused):
+            # Running: xl may have been killed after its request reached the guest, which may
+            # still suspend on its own; unless the request is withdrawn, it is watched for.
+            return ImageStep(ACTION_SETTLED, "a stopped save had not completed and the guest "
+                             "runs; the partial image is removed", SAVE_ABANDONED,
+                             remove_image=True, late=True)
         return ImageStep(ACTION_SETTLED, "a stopped save had not completed: the guest runs "
                          "again (it saw a cancelled suspend) and the partial image is removed",
                          SAVE_ABANDONED, bring_back=info.suspended, unpause=True, remove_image=True)
@@ -129,20 +149,58 @@ def recover_image_entry(backends, entry, info, report, transitions):
             report.add(entry, ACTION_BUSY, "xl (pid %s) is still working on its image"
                        % ", ".join(str(pid) for pid in busy))
             return
+        # What was listed before the claim and the look for a live xl may be old by now.
+        info = _fresh_info(backends, entry, info)
         step = image_verdict(entry, info)
         try:
+            if step.late:
+                step = _late_step(backends, entry, info, step)
             _carry_out(backends, xl, entry, info, step)
         except (XenSuspendError, OSError) as exc:
             report.errors.append("recovery of %s (%s entry): %s" % (entry.get("name"), entry.get("state"), exc))
             return
         continued = _continue_monitor(backends, entry)
-        if step.reason in (SAVE_ABANDONED, OTHER_SHUTDOWN, FOUND_RUNNING, RESTORED):
+        if step.late:
+            transitions.append(AwaitLateSuspend(entry["uuid"], entry.get("intent_id"),
+                                                backends.wall_clock() + LATE_SUSPEND_SETTLE,
+                                                "xl_save_stopped"))
+        elif step.reason in (SAVE_ABANDONED, OTHER_SHUTDOWN, FOUND_RUNNING, RESTORED):
             transitions.append(Settle(entry["uuid"], entry.get("intent_id"), step.reason))
         elif step.return_to_saved:
             transitions.append(ReturnToSaved(entry["uuid"], entry.get("intent_id"), step.why))
         report.add(entry, step.action, step.why + continued, step.reason)
     finally:
         claim.release()
+
+
+def _fresh_info(backends, entry, listed):
+    """The domain with the entry's UUID as it is now (None when there is none)."""
+    try:
+        for info in backends.xenctrl.list_domains():
+            if info.uuid == entry["uuid"]:
+                return info
+        return None
+    except XenSuspendError:
+        return listed
+
+
+def _late_step(backends, entry, info, step):
+    """A running guest of a stopped save: a request xl left unanswered is withdrawn (then the
+    save is simply abandoned); otherwise the guest may have taken it and the entry becomes an
+    in-memory intent that every later run watches until its settle time."""
+    try:
+        withdrawn = withdraw_suspend_request(backends.xenstore, info.domid)
+    except XenSuspendError:
+        withdrawn = False
+    if withdrawn:
+        step.late = False
+        step.why += "; xl's unanswered request was withdrawn"
+        return step
+    step.action = ACTION_WAIT_RESUME
+    step.reason = WAIT_MAY_STILL_SUSPEND
+    step.why += ("; it may still act on xl's request, so its entry stays (as a suspend's intent) "
+                 "for %d s: domain_resumed resumes it if it suspends" % LATE_SUSPEND_SETTLE)
+    return step
 
 
 def _continue_monitor(backends, entry):

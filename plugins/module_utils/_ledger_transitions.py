@@ -290,6 +290,34 @@ class ReturnToSaved(Transition):
             entry["last_restore_error"] = str(self.why)[:500]
 
 
+class AwaitLateSuspend(Transition):
+    """A save that failed while its guest may still act on the suspend request xl made (it
+    acknowledged it, or was notified on its event channel, and had not suspended when xl gave
+    up): the guest runs, but may suspend later with nobody to resume it. The entry becomes an
+    in-memory suspend's ``intent`` with a ``settle_by`` time, so that every later run treats it
+    as it treats a stopped suspend run's: resumed if it suspends, settled once the time passes
+    with the guest still running."""
+
+    def __init__(self, uuid, intent_id, settle_by, why, method="xenstore"):
+        self.uuid = uuid
+        self.intent_id = intent_id
+        self.settle_by = settle_by
+        self.why = why
+        self.method = method
+
+    def apply(self, entries, stamp):
+        entry = entries.get(self.uuid)
+        if not _belongs(entry, self.intent_id) or entry["state"] != STATE_SAVING:
+            return
+        for key in ("image", "image_part", "boot_id", "memory_kib"):
+            entry.pop(key, None)
+        entry["state"] = STATE_INTENT
+        entry["method"] = self.method
+        entry["resume_fast"] = True
+        entry["settle_by"] = utc_timestamp(self.settle_by)
+        entry["pending"] = self.why
+
+
 def apply_transitions(ledger, transitions):
     """All ``transitions`` in one atomic ledger write (none when nothing changes), durable
     when any of them has to be: an intent before its request, "resuming" before the resume,

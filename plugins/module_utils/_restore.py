@@ -37,6 +37,7 @@ from ansible_collections.xen.suspend.plugins.module_utils._ledger_transitions im
 from ansible_collections.xen.suspend.plugins.module_utils._phases import LOOKUP, VERIFY, PhaseTimer
 from ansible_collections.xen.suspend.plugins.module_utils._run_report import RunReport
 from ansible_collections.xen.suspend.plugins.module_utils._save_image import check_image
+from ansible_collections.xen.suspend.plugins.module_utils._xl_processes import xl_working_on
 from ansible_collections.xen.suspend.plugins.module_utils._targets import (
     KIND_PATTERN, refusal)
 
@@ -256,6 +257,13 @@ class RestoreEngine(object):
                                        "restored it or settled it" % (entry or {}).get("state", "gone"),
                                        kind="busy")
         job.entry = entry
+        finder = getattr(self.backends, "xl_working_on", None) or xl_working_on
+        busy = finder(job.image)
+        if busy:
+            # A stopped run's xl restore still at work (it runs detached and holds no claim):
+            # its domain is half-built; judging or destroying it now would undo that restore.
+            raise DomainOperationError("xl (pid %s) is still restoring it from %s"
+                                       % (", ".join(str(pid) for pid in busy), job.image), kind="busy")
         for info in self.backends.xenctrl.list_domains():
             if info.uuid == job.uuid:
                 raise DomainOperationError(

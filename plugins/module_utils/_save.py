@@ -32,6 +32,7 @@ writer lock is per process, and the xenstore client has one caller at a time).
 """
 
 import os
+import re
 import threading
 import uuid as uuid_module
 
@@ -39,11 +40,13 @@ from ansible_collections.xen.suspend.plugins.module_utils._domain_state import (
     STATE_GONE, STATE_RUNNING)
 from ansible_collections.xen.suspend.plugins.module_utils._errors import (
     DomainBusy, DomainOperationError, OptionError, XenSuspendError)
+from ansible_collections.xen.suspend.plugins.module_utils._image_recovery import LATE_SUSPEND_SETTLE
 from ansible_collections.xen.suspend.plugins.module_utils._inventory import DomainRecord
 from ansible_collections.xen.suspend.plugins.module_utils._ledger import (
     STATE_SAVED, make_save_entry)
 from ansible_collections.xen.suspend.plugins.module_utils._ledger_transitions import (
-    OTHER_SHUTDOWN, SAVE_ABANDONED, MarkSaved, RecordSaving, Settle, apply_transitions)
+    OTHER_SHUTDOWN, SAVE_ABANDONED, AwaitLateSuspend, MarkSaved, RecordSaving, Settle,
+    apply_transitions)
 from ansible_collections.xen.suspend.plugins.module_utils._phases import LOCK, PhaseTimer
 from ansible_collections.xen.suspend.plugins.module_utils._protocol_requests import (
     withdraw_suspend_request)
@@ -75,6 +78,9 @@ DEFAULT_MARGIN_MB = 256
 # After xl was killed: how long a guest that may have taken its request (answered, or notified
 # on its event channel) is watched for the suspend it may still make.
 LATE_SUSPEND_WATCH = 5.0
+# libxl's words when the guest took the request but did not suspend in time
+# (libxl_dom_suspend.c: "guest did not suspend, timed out").
+_GUEST_DID_NOT_SUSPEND = re.compile(r"did not suspend")
 POLL = 0.05
 # How long a resumed guest has to be seen running, and a destroyed domain to be gone.
 RESUME_TIMEOUT = 10.0
@@ -124,6 +130,9 @@ class SaveJob(object):
         self.claim = None
         self.intent_id = None
         self.recorded = False
+        # The guest took xl's request (answered, or was notified) and had not suspended when
+        # xl ended: it may still suspend on its own (see _give_back).
+        self.may_still_suspend = False
         self.image = None
         self.image_size = None
         self.sha256 = None
@@ -497,6 +506,10 @@ class SaveEngine(object):
             return
         job.xl_seconds = result.seconds
         if not result.ok:
+            if result.outcome == "failed" and _GUEST_DID_NOT_SUSPEND.search(result.stderr or ""):
+                # libxl gave up waiting for a guest that had taken its request (acknowledged
+                # it, or was notified): the guest may still suspend, later, on its own.
+                job.may_still_suspend = True
             self._give_back(job, result.error(SAVE, domain=job.label),
                             xl_killed=result.outcome != "failed")
 
@@ -579,8 +592,20 @@ class SaveEngine(object):
                 removed = [path for path in (part, final) if _save_dir.remove_quietly(path)]
                 if removed:
                     _save_dir.fsync_directory(self.save_dir)
+                if job.may_still_suspend:
+                    settle_by = self.backends.wall_clock() + LATE_SUSPEND_SETTLE
+                    apply_transitions(self.backends.ledger, [AwaitLateSuspend(
+                        job.uuid, job.intent_id, settle_by, "xl_save_gave_up")])
+                    job.notes.append(
+                        "the guest runs, but it took xl's suspend request and may still suspend on "
+                        "its own: its ledger entry stays for %d s so that domain_resumed (or any "
+                        "later run) resumes it if it does; no image was kept" % LATE_SUSPEND_SETTLE)
+                    _outcome(job, "the guest runs (it may still suspend on its own: its ledger "
+                                  "entry stays for domain_resumed); no image was kept")
+                    return
                 apply_transitions(self.backends.ledger, [Settle(job.uuid, job.intent_id, SAVE_ABANDONED)])
                 job.notes.append("the guest runs again (it saw a cancelled suspend); no image was kept")
+                _outcome(job, "the guest runs again; no image was kept")
         except (XenSuspendError, OSError) as exc:
             job.notes.append("giving the guest back failed: %s; its ledger entry stays for the next "
                              "run's recovery" % exc)
@@ -632,7 +657,11 @@ class SaveEngine(object):
         deadline = self.clock() + LATE_SUSPEND_WATCH
         while True:
             info = self.backends.xenctrl.domain_info(job.domid)
-            if info is None or info.shut_down or self.clock() >= deadline:
+            if info is None or info.shut_down:
+                return info
+            if self.clock() >= deadline:
+                # Still running: the request it took may yet make it suspend (see _give_back).
+                job.may_still_suspend = True
                 return info
             self._sleep()
 
@@ -678,6 +707,13 @@ class SaveEngine(object):
         with self._backend_lock:
             thawed = monitors.thaw(job.monitor)
         job.monitor = dict(job.monitor, state=STATE_RUNNING if thawed else "gone")
+
+
+def _outcome(job, text):
+    """Say in the failure itself what became of the guest: xl's words alone ("xc_domain_resume
+    failed") read like a guest lost."""
+    if job.error is not None:
+        job.error["message"] = "%s -- %s" % (job.error["message"], text)
 
 
 def _existing_parent(path):

@@ -62,6 +62,8 @@ class FakeXl(object):
     enospc       a partial image, xl resumes the guest itself, exits 1
     killed       a partial image, the guest left suspended, xl killed at our timeout
     unanswered   the request left in control/shutdown unanswered, xl killed at our timeout
+    late         the guest answered but did not suspend within libxl's wait: xl exits 1
+    answered_killed  the guest answered, xl killed at our timeout while it had not suspended
     truncate     exits 0, but the image lost its tail
     wrong_uuid   exits 0 with an image of another guest
     """
@@ -103,6 +105,15 @@ class FakeXl(object):
             return self._result(argv, 1, "Saving to %s new xl format\nxc: error: Failed to write page "
                                 "data to stream (28 = No space left on device)\nFailed to save domain, "
                                 "resuming domain\n" % path)
+        if mode == "late":
+            self.world.xenstore.nodes[domain.control_path] = b""
+            return self._result(argv, 1, "Saving to %s new xl format\nlibxl: error: libxl_dom_suspend.c: "
+                                "Domain %d:guest did not suspend, timed out\nFailed to save domain, "
+                                "resuming domain\nlibxl: error: xc_domain_resume failed: Invalid argument\n"
+                                % (path, domid))
+        if mode == "answered_killed":
+            self.world.xenstore.nodes[domain.control_path] = b""
+            return self._result(argv, None, "Saving to %s\n" % path, timed_out=True)
         if mode == "unanswered":
             self.world.xenstore.nodes[domain.control_path] = b"suspend"
             return self._result(argv, None, "Saving to %s\n" % path, timed_out=True)

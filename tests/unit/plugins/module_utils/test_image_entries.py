@@ -168,7 +168,7 @@ class _Info(object):
     (STATE_SAVING, None, ACTION_WAIT, "vanished_while_saving", ()),
     (STATE_SAVING, _Info(suspended=True), ACTION_SETTLED, SAVE_ABANDONED, ("bring_back", "unpause", "remove_image")),
     (STATE_SAVING, _Info(paused=True), ACTION_SETTLED, SAVE_ABANDONED, ("unpause", "remove_image")),
-    (STATE_SAVING, _Info(), ACTION_SETTLED, SAVE_ABANDONED, ("unpause", "remove_image")),
+    (STATE_SAVING, _Info(), ACTION_SETTLED, SAVE_ABANDONED, ("remove_image", "late")),
     (STATE_SAVED, None, ACTION_WAIT, "saved", ()),
     (STATE_SAVED, _Info(paused=True), ACTION_SETTLED, SAVE_ABANDONED, ("unpause", "remove_image")),
     (STATE_SAVED, _Info(), ACTION_SETTLED, FOUND_RUNNING, ("set_aside",)),
@@ -181,7 +181,7 @@ def test_image_verdicts(state, info, action, reason, what):
     entry = {"uuid": UUID, "domid": 5, "state": state}
     step = image_verdict(entry, info)
     assert (step.action, step.reason) == (action, reason)
-    flags = ("bring_back", "unpause", "remove_image", "set_aside", "archive", "return_to_saved")
+    flags = ("bring_back", "unpause", "remove_image", "set_aside", "archive", "return_to_saved", "late")
     assert set(flag for flag in flags if getattr(step, flag)) == set(what)
 
 
@@ -354,3 +354,23 @@ def test_a_destroyed_guests_frozen_monitor_is_continued_so_that_it_exits(tmp_pat
     recover(backends, backends.ledger.read())
     assert backends.monitors.thawed == [78]
     assert backends.ledger.read()[domain.uuid]["state"] == STATE_SAVED
+
+
+def test_a_stopped_saves_running_guest_that_took_the_request_is_watched_for_a_late_suspend(tmp_path):
+    world, domain, backends, entry = _setup(tmp_path, STATE_SAVING)
+    world.xenstore.nodes[domain.control_path] = b""  # answered (or never asked: it cannot tell)
+    with open(entry["image_part"], "wb") as part:
+        part.write(b"half")
+    report = recover(backends, backends.ledger.read())
+    assert (report.actions[0]["action"], report.actions[0]["reason"]) == ("left_for_resume", "may_still_suspend")
+    left = backends.ledger.read()[domain.uuid]
+    assert left["state"] == STATE_INTENT and left["settle_by"] and "image" not in left
+    assert not os.path.exists(entry["image_part"])
+
+
+def test_a_stopped_saves_unanswered_request_is_withdrawn_and_the_entry_settled(tmp_path):
+    world, domain, backends, entry = _setup(tmp_path, STATE_SAVING)
+    world.xenstore.nodes[domain.control_path] = b"suspend"
+    report = recover(backends, backends.ledger.read())
+    assert report.actions[0]["reason"] == SAVE_ABANDONED and "withdrawn" in report.actions[0]["detail"]
+    assert world.xenstore.nodes[domain.control_path] == b"" and backends.ledger.read() == {}

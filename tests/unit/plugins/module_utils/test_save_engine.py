@@ -172,6 +172,36 @@ def test_a_request_xl_left_unanswered_is_withdrawn(tmp_path):
     assert_given_back(s, 1)
 
 
+@pytest.mark.parametrize("mode", ["late", "answered_killed"])
+def test_a_guest_that_took_the_request_keeps_an_entry_in_case_it_suspends_later(tmp_path, mode):
+    s = Setup(tmp_path, count=1, modes={1: mode})
+    s.run()
+    domain = s.domain(1)
+    entry = s.ledger()[domain.uuid]
+    # an in-memory intent that every later run settles: resumed if it suspends, removed after
+    # settle_by if it does not
+    assert entry["state"] == "intent" and entry["settle_by"] and entry["pending"] == "xl_save_gave_up"
+    assert "image" not in entry and s.files() == []
+    assert not domain.destroyed and domain.shutdown_code is None
+    message = s.results["guest1"]["error"]["message"]
+    assert message.endswith("the guest runs (it may still suspend on its own: its ledger entry "
+                            "stays for domain_resumed); no image was kept")
+    # ... and when it does suspend, domain_resumed resumes it as the suspend of a stopped run
+    from ansible_collections.xen.suspend.plugins.module_utils._inventory import list_records
+    from ansible_collections.xen.suspend.plugins.module_utils._resume import ResumeEngine, plan_resume
+    domain.shutdown_code = 2
+    records = list_records(s.backends.xenctrl, s.backends.xenstore)
+    report = ResumeEngine(s.backends, timeout=5.0).run(plan_resume(records, s.ledger(), []))
+    assert report.resumed == ["guest1"] and domain.shutdown_code is None and s.ledger() == {}
+
+
+def test_a_guest_that_never_took_xls_request_is_settled_at_once(tmp_path):
+    s = Setup(tmp_path, count=1, modes={1: "enospc"})
+    s.run()
+    assert s.ledger() == {}
+    assert s.results["guest1"]["error"]["message"].endswith("the guest runs again; no image was kept")
+
+
 @pytest.mark.parametrize("mode", ["truncate", "wrong_uuid"])
 def test_a_bad_image_is_refused_and_the_paused_guest_unpaused(tmp_path, mode):
     s = Setup(tmp_path, count=1, modes={1: mode})
