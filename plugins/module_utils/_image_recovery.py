@@ -162,7 +162,7 @@ def recover_image_entry(backends, entry, info, report, transitions):
         continued = _continue_monitor(backends, entry)
         if step.late:
             transitions.append(AwaitLateSuspend(entry["uuid"], entry.get("intent_id"),
-                                                backends.wall_clock() + LATE_SUSPEND_SETTLE,
+                                                backends.wall_clock() + _late_window(entry),
                                                 "xl_save_stopped"))
         elif step.reason in (SAVE_ABANDONED, OTHER_SHUTDOWN, FOUND_RUNNING, RESTORED):
             transitions.append(Settle(entry["uuid"], entry.get("intent_id"), step.reason))
@@ -199,8 +199,15 @@ def _late_step(backends, entry, info, step):
     step.action = ACTION_WAIT_RESUME
     step.reason = WAIT_MAY_STILL_SUSPEND
     step.why += ("; it may still act on xl's request, so its entry stays (as a suspend's intent) "
-                 "for %d s: domain_resumed resumes it if it suspends" % LATE_SUSPEND_SETTLE)
+                 "for %g s: domain_resumed resumes it if it suspends" % _late_window(entry))
     return step
+
+
+def _late_window(entry):
+    value = entry.get("late_suspend_timeout")
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= 86400:
+        return float(value)
+    return float(LATE_SUSPEND_SETTLE)
 
 
 def _continue_monitor(backends, entry):

@@ -309,7 +309,7 @@ class AwaitLateSuspend(Transition):
         entry = entries.get(self.uuid)
         if not _belongs(entry, self.intent_id) or entry["state"] != STATE_SAVING:
             return
-        for key in ("image", "image_part", "boot_id", "memory_kib"):
+        for key in ("image", "image_part", "boot_id", "memory_kib", "late_suspend_timeout"):
             entry.pop(key, None)
         entry["state"] = STATE_INTENT
         entry["method"] = self.method

@@ -252,8 +252,13 @@ class SaveEngine(object):
 
     def __init__(self, backends, xl, save_dir, parallel=DEFAULT_PARALLEL, timeout=DEFAULT_TIMEOUT,
                  verify=VERIFY_STRUCTURE, space_margin_mb=DEFAULT_MARGIN_MB,
-                 continue_on_error=False, check_mode=False, userdata_dir=None, boot_id=None):
+                 continue_on_error=False, check_mode=False, userdata_dir=None, boot_id=None,
+                 late_suspend_timeout=LATE_SUSPEND_SETTLE):
         validate_options(parallel, timeout, verify, space_margin_mb, save_dir)
+        if late_suspend_timeout is None or not late_suspend_timeout >= 0:
+            raise OptionError("invalid options, nothing was touched: late_suspend_timeout must be "
+                              ">= 0, not %r" % (late_suspend_timeout,))
+        self.late_suspend_timeout = float(late_suspend_timeout)
         self.backends = backends
         self.xl = xl
         self.save_dir = save_dir
@@ -477,6 +482,8 @@ class SaveEngine(object):
                 job.monitor = self._find_monitor(job)
                 if job.monitor is not None:
                     record["lifecycle_monitor"] = job.monitor
+                # For a later run's recovery, should this run stop with the guest running.
+                record["late_suspend_timeout"] = self.late_suspend_timeout
                 apply_transitions(self.backends.ledger, [RecordSaving(record)])
                 job.recorded = True
                 self._freeze_monitor(job)
@@ -593,13 +600,13 @@ class SaveEngine(object):
                 if removed:
                     _save_dir.fsync_directory(self.save_dir)
                 if job.may_still_suspend:
-                    settle_by = self.backends.wall_clock() + LATE_SUSPEND_SETTLE
+                    settle_by = self.backends.wall_clock() + self.late_suspend_timeout
                     apply_transitions(self.backends.ledger, [AwaitLateSuspend(
                         job.uuid, job.intent_id, settle_by, "xl_save_gave_up")])
                     job.notes.append(
                         "the guest runs, but it took xl's suspend request and may still suspend on "
                         "its own: its ledger entry stays for %d s so that domain_resumed (or any "
-                        "later run) resumes it if it does; no image was kept" % LATE_SUSPEND_SETTLE)
+                        "later run) resumes it if it does; no image was kept" % self.late_suspend_timeout)
                     _outcome(job, "the guest runs (it may still suspend on its own: its ledger "
                                   "entry stays for domain_resumed); no image was kept")
                     return

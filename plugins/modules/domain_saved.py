@@ -97,6 +97,16 @@ options:
         RV(failed_domains) and RV(domains), and the task does not fail.
     type: bool
     default: false
+  late_suspend_timeout:
+    description:
+      - Seconds a guest whose save failed keeps a ledger entry when it may still suspend on its
+        own. That is a guest that took the suspend request of C(xl) (it answered, or was notified
+        on its event channel) and had not suspended when C(xl) gave up or was stopped.
+      - The entry is an in-memory suspend's C(intent). If the guest suspends within this time,
+        M(xen.suspend.domain_resumed) (or any later run's recovery) resumes it; after this time,
+        with the guest still running, the entry is removed.
+    type: float
+    default: 150.0
 extends_documentation_fragment:
   - xen.suspend.common
   - xen.suspend.common.actiongroup
@@ -296,6 +306,7 @@ stats:
 from ansible_collections.xen.suspend.plugins.module_utils._argument_spec import (
     save_dir_argument_spec, service_domains_argument_spec, toolstack_argument_spec)
 from ansible_collections.xen.suspend.plugins.module_utils._errors import TargetError
+from ansible_collections.xen.suspend.plugins.module_utils._image_recovery import LATE_SUSPEND_SETTLE
 from ansible_collections.xen.suspend.plugins.module_utils._module_base import XenSuspendModule
 from ansible_collections.xen.suspend.plugins.module_utils._save import (
     DEFAULT_MARGIN_MB, DEFAULT_PARALLEL, DEFAULT_TIMEOUT, VERIFY_CHOICES, VERIFY_STRUCTURE,
@@ -315,6 +326,7 @@ def argument_spec():
         verify=dict(type="str", choices=list(VERIFY_CHOICES), default=VERIFY_STRUCTURE),
         space_margin_mb=dict(type="int", default=DEFAULT_MARGIN_MB),
         continue_on_error=dict(type="bool", default=False),
+        late_suspend_timeout=dict(type="float", default=float(LATE_SUSPEND_SETTLE)),
     )
     spec.update(save_dir_argument_spec())
     spec.update(service_domains_argument_spec())
@@ -347,7 +359,8 @@ class DomainSavedModule(XenSuspendModule):
             backends, xl, params["save_dir"], parallel=params["parallel"],
             timeout=params["timeout"], verify=params["verify"],
             space_margin_mb=params["space_margin_mb"],
-            continue_on_error=params["continue_on_error"], check_mode=self.check_mode)
+            continue_on_error=params["continue_on_error"], check_mode=self.check_mode,
+            late_suspend_timeout=params["late_suspend_timeout"])
         records = self.inventory(backends, [], all_names=True)
         self.mark_refusals(backends, records)
         selection = select_targets(records, self.targets, self.exclude, self.protected,
