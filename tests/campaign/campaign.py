@@ -100,6 +100,7 @@ def worker_main(args):
                 result = {"k": k, "harness_error": traceback.format_exc()}
             result.pop("final_doms", None)
             result.pop("final_entries", None)
+            result.pop("final_files", None)
             sys.stdout.write(json.dumps(result) + "\n")
             sys.stdout.flush()
     finally:
@@ -193,8 +194,10 @@ class Totals(object):
     def last_line(self, monitors):
         c = self.counts
         return ("campaign schedules=%d kills=%d lost=%d left_suspended=%d pending=%d frozen=%s "
-                "hangs=%d" % (self.schedules, self.kills, c["lost"], c["left_suspended"],
-                              c["pending"], c["frozen"] if monitors else "n/a", c["hangs"]))
+                "hangs=%d image_lost=%d left_saved=%d"
+                % (self.schedules, self.kills, c["lost"], c["left_suspended"], c["pending"],
+                   c["frozen"] if monitors else "n/a", c["hangs"], c["image_lost"],
+                   c["left_saved"]))
 
 
 def main(argv=None):
@@ -248,9 +251,11 @@ def run_campaign(args, seed, coll, settle, monitors):
     try:
         startup, per_guest = first.calibrate()
         print("campaign: typical module runs (measured): fixed cost domain_suspended %.3fs, "
-              "domain_resumed %.3fs; per guest %.4fs and %.4fs (plus the guests' own delays)"
-              % (startup["suspend"], startup["resume"], per_guest["suspend"], per_guest["resume"]),
-              flush=True)
+              "domain_resumed %.3fs, domain_saved %.3fs, domain_restored %.3fs; per guest %.4fs, "
+              "%.4fs, %.4fs and %.4fs (plus the guests' own delays)"
+              % (startup["suspend"], startup["resume"], startup["save"], startup["restore"],
+                 per_guest["suspend"], per_guest["resume"], per_guest["save"],
+                 per_guest["restore"]), flush=True)
         if args.schedule is not None:
             return single(args, seed, first)
     finally:
@@ -282,7 +287,7 @@ def run_campaign(args, seed, coll, settle, monitors):
 
     ks = list(range(args.schedules))
     for k in ks:
-        plans[k] = "+".join(schedules.make_schedule(seed, k, behaviours)["kills"])
+        plans[k] = schedules.make_schedule(seed, k, behaviours)["family"]
     config = {"coll": str(coll), "settle": settle, "monitors": monitors, "seed": seed,
               "startup": startup, "per_guest": per_guest}
     if args.jobs > 1:
@@ -320,6 +325,9 @@ def run_campaign(args, seed, coll, settle, monitors):
     if totals.counts["ledger"]:
         print("campaign: ledger violations (invalid ledger, or entries left for running guests): %d"
               % totals.counts["ledger"])
+    if totals.counts["files"]:
+        print("campaign: files left (partial images, images of running guests): %d"
+              % totals.counts["files"])
     if totals.final_failed:
         print("campaign: the final domain_resumed reported failure in %d schedules (domains by "
               "error kind: %s)" % (totals.final_failed, ", ".join(
@@ -349,7 +357,7 @@ def single(args, seed, worker):
     totals = Totals()
     for i in range(args.repeat):
         result = worker.run(schedule, kill_plans=plans, keep=True)
-        totals.add(result, "+".join(schedule["kills"]))
+        totals.add(result, schedule["family"])
         print("\n--- seed %s schedule %s, run %d of %d\n%s" % (seed, args.schedule, i + 1,
                                                                args.repeat, result["report"]))
     print(totals.last_line(worker.monitors_enabled), flush=True)
