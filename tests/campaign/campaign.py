@@ -206,6 +206,8 @@ def main(argv=None):
     p.add_argument("--schedules", type=int, default=1000)
     p.add_argument("--seed", default=None, help="default: from the clock (printed)")
     p.add_argument("--schedule", type=int, default=None, help="run only this schedule, with a report")
+    p.add_argument("--only", default=None,
+                   help="run these schedules (K1,K2,...) instead of 0..N-1, reports as a campaign")
     p.add_argument("--repeat", type=int, default=1, help="with --schedule: run it this many times")
     p.add_argument("--kills", default=None,
                    help="with --schedule: when to kill each killed run, wS = S seconds after it "
@@ -286,6 +288,9 @@ def run_campaign(args, seed, coll, settle, monitors):
                      len(totals.failing)), flush=True)
 
     ks = list(range(args.schedules))
+    if args.only:
+        ks = [int(x) for x in args.only.split(",") if x.strip()]
+        args.schedules = len(ks)
     for k in ks:
         plans[k] = schedules.make_schedule(seed, k, behaviours)["family"]
     config = {"coll": str(coll), "settle": settle, "monitors": monitors, "seed": seed,
