@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
-"""The kill-anywhere campaign (issue 10): "never lose a guest", however a run dies.
+"""The kill-anywhere campaign (issues 10 and 12): "never lose a guest", however a run dies.
 
 Each schedule starts a mixed fleet on a simulated dom0 (tests/xensim), runs domain_suspended as
 its own process and SIGKILLs it at a random moment (or lets it finish and SIGKILLs the first
 domain_resumed; or kills both), then runs domain_resumed to completion and checks the invariants
-listed in harness.py: lost, left_suspended, pending, frozen, hangs (and ledger).
+listed in harness.py: lost, left_suspended, pending, frozen, hangs (and ledger). Save schedules
+(save_runs.py) do the same with domain_saved and domain_restored, xl faults and dom0 reboots, and
+add image_lost and left_saved (and files).
 
     tests/campaign/campaign.py [--schedules N] [--seed S] [--jobs J]
     tests/campaign/campaign.py --seed S --schedule K [--repeat R] [--kills w0.031,s0.12]
@@ -16,7 +18,7 @@ As root it re-executes itself in a private mount namespace (``unshare -m``) with
 /var/log (so /var/log/xen is private and the machine's is never touched), and starts one
 stand-in xl monitor process per guest; otherwise ``frozen`` is n/a. The last line is:
 
-    campaign schedules=N kills=K lost=0 left_suspended=0 pending=0 frozen=0 hangs=0
+    campaign schedules=N kills=K lost=0 left_suspended=0 pending=0 frozen=0 hangs=0 image_lost=0 left_saved=0
 
 and the exit status is non-zero if anything was violated (1) or the harness failed (2).
 """
