@@ -278,9 +278,11 @@ def run_campaign(args, seed, coll, settle, monitors):
         if "harness_error" in result:
             print("schedule %s: HARNESS ERROR %s" % (k, result["harness_error"]), flush=True)
         elif result["violations_total"]:
-            print("schedule %s FAILED: %s" % (k, ", ".join(
-                "%s=%s" % (key, val) for key, val in result["violations"].items() if val)),
-                flush=True)
+            kills = ",".join(schedules.format_kill(kill) for _label, _secs, kill, _killed
+                             in result["runs"] if kill is not None)
+            print("schedule %s FAILED: %s   (same kill moments: --seed %s --schedule %s%s)" % (
+                k, ", ".join("%s=%s" % (key, val) for key, val in result["violations"].items()
+                             if val), seed, k, " --kills " + kills if kills else ""), flush=True)
             if len(reports) < args.reports and result.get("report"):
                 reports.append(result["report"])
         if totals.schedules % 50 == 0:
@@ -336,7 +338,8 @@ def run_campaign(args, seed, coll, settle, monitors):
         print("campaign: files left (partial images, images of running guests): %d"
               % totals.counts["files"])
     if totals.final_failed:
-        print("campaign: the final domain_resumed reported failure in %d schedules (domains by "
+        print("campaign: the final domain_resumed (domain_restored for save schedules) reported "
+              "failure in %d schedules (domains by "
               "error kind: %s)" % (totals.final_failed, ", ".join(
                   "%s %d" % item for item in sorted(totals.final_error_kinds.items())) or "none"))
     if totals.failing:
