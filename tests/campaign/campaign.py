@@ -216,6 +216,8 @@ def main(argv=None):
                         "connected to the hypervisor, sS = S seconds after its start")
     p.add_argument("--jobs", type=int, default=3, help="simulators (and schedules) in parallel")
     p.add_argument("--reports", type=int, default=3, help="full reports of the first N failures")
+    p.add_argument("--report-dir", default=None,
+                   help="also write every failing schedule's full report to DIR/SEED-K.txt")
     p.add_argument("--collection", default=None,
                    help="the collection checkout to test (default: this one), e.g. a commit "
                         "exported with git archive")
@@ -285,6 +287,15 @@ def run_campaign(args, seed, coll, settle, monitors):
                              if val), seed, k, " --kills " + kills if kills else ""), flush=True)
             if len(reports) < args.reports and result.get("report"):
                 reports.append(result["report"])
+            if args.report_dir and result.get("report"):
+                os.makedirs(args.report_dir, exist_ok=True)
+                name = os.path.join(args.report_dir, "%s-%s.txt" % (seed, k))
+                suffix = 1
+                while os.path.exists(name):   # the same schedule again (--only K,K)
+                    suffix += 1
+                    name = os.path.join(args.report_dir, "%s-%s.%d.txt" % (seed, k, suffix))
+                with open(name, "w") as handle:
+                    handle.write(result["report"] + "\n")
         if totals.schedules % 50 == 0:
             elapsed = time.monotonic() - started
             print("campaign: %d/%d schedules, %.2f schedules/s, kills %d, failing %d"
