@@ -309,6 +309,11 @@ def reboot(sim, save_dir, ledger, guests, sampler, monitors, note):
     return powered_off
 
 
+# A killed run's xl child may still be between fork and exec (its command line is then the
+# module's): no xl is believed gone before none was seen for this long.
+XL_QUIET_SECONDS = 0.3
+
+
 def drain_xl(save_dir, note):
     """Wait until no xl works on an image of this schedule; one still there after
     XL_DRAIN_SECONDS is killed and reported as a hang."""
@@ -316,7 +321,15 @@ def drain_xl(save_dir, note):
     procs = harness.xl_processes(save_dir)
     if procs:
         note("harness: waiting for %d xl process(es) left at work" % len(procs))
-    while procs and time.monotonic() < deadline:
+    quiet_since = None if procs else time.monotonic()
+    while time.monotonic() < deadline:
+        if not procs:
+            if quiet_since is None:
+                quiet_since = time.monotonic()
+            elif time.monotonic() - quiet_since >= XL_QUIET_SECONDS:
+                break
+        else:
+            quiet_since = None
         time.sleep(0.02)
         procs = harness.xl_processes(save_dir)
     if procs:
