@@ -135,13 +135,27 @@ def recover_image_entry(backends, entry, info, report, transitions):
         except (XenSuspendError, OSError) as exc:
             report.errors.append("recovery of %s (%s entry): %s" % (entry.get("name"), entry.get("state"), exc))
             return
+        continued = _continue_monitor(backends, entry)
         if step.reason in (SAVE_ABANDONED, OTHER_SHUTDOWN, FOUND_RUNNING, RESTORED):
             transitions.append(Settle(entry["uuid"], entry.get("intent_id"), step.reason))
         elif step.return_to_saved:
             transitions.append(ReturnToSaved(entry["uuid"], entry.get("intent_id"), step.why))
-        report.add(entry, step.action, step.why, step.reason)
+        report.add(entry, step.action, step.why + continued, step.reason)
     finally:
         claim.release()
+
+
+def _continue_monitor(backends, entry):
+    """The save froze xl's monitor (up to Xen 4.19 it exits when it sees the suspend xl save
+    makes); whatever became of the guest, no xl may wait for it: a guest running again needs
+    its monitor, a destroyed guest's monitor exits once it sees the domain gone."""
+    monitors = getattr(backends, "monitors", None)
+    monitor = entry.get("lifecycle_monitor")
+    if monitors is None or not monitor:
+        return ""
+    if monitors.state(monitor) == "frozen" and monitors.thaw(monitor):
+        return "; xl's monitor (pid %s) continued" % monitor.get("pid")
+    return ""
 
 
 def _xl_working_on(backends, entry):

@@ -41,7 +41,7 @@ from ansible_collections.xen.suspend.plugins.module_utils._errors import (
     DomainBusy, DomainOperationError, OptionError, XenSuspendError)
 from ansible_collections.xen.suspend.plugins.module_utils._inventory import DomainRecord
 from ansible_collections.xen.suspend.plugins.module_utils._ledger import (
-    STATE_SAVED, is_image_entry, make_save_entry)
+    STATE_SAVED, make_save_entry)
 from ansible_collections.xen.suspend.plugins.module_utils._ledger_transitions import (
     OTHER_SHUTDOWN, SAVE_ABANDONED, MarkSaved, RecordSaving, Settle, apply_transitions)
 from ansible_collections.xen.suspend.plugins.module_utils._phases import LOCK, PhaseTimer
@@ -116,7 +116,6 @@ class SaveJob(object):
         self.record = record
         self.entry = entry
         self.phases = PhaseTimer(clock)
-        self.clock = clock
         self.before = record.info.state if record is not None else STATE_SAVED
         self.after = None
         self.changed = False
@@ -688,11 +687,6 @@ def _existing_parent(path):
             break
         path = parent
     return path or os.sep
-
-
-def image_entries(entries):
-    """The ledger's entries of guests saved (or being saved or restored) to disk."""
-    return dict((uuid, entry) for uuid, entry in entries.items() if is_image_entry(entry))
 
 
 def unmatched_problems(unmatched, done):

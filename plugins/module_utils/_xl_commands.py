@@ -211,13 +211,6 @@ class XlCommands(object):
         return [shutil.which(SYSTEMD_RUN, path=self.path), "--scope", "--quiet", "--collect",
                 "--unit=%s" % unit, "--description=xen.suspend: xl restore"] + list(argv)
 
-    def working_on(self, path, proc_dir="/proc"):
-        """Pids of the xl processes whose command line names ``path`` (an ``xl save`` or
-        ``xl restore`` still at work on an image, e.g. after the run that started it was
-        killed). ``xl`` is matched as any argument's base name, so a script interpreter's
-        ``python3 .../xl save`` counts too."""
-        return xl_processes_on(path, proc_dir)
-
     # -- running -----------------------------------------------------------------------------
 
     def run(self, argv, timeout, keep_fds=()):
@@ -250,27 +243,3 @@ class XlCommands(object):
                 raise
             return XlResult(argv, returncode, _read_tail(errors), self.clock() - started,
                             timed_out=timed_out)
-
-
-def xl_processes_on(path, proc_dir="/proc"):
-    """See XlCommands.working_on."""
-    wanted = path.encode("utf-8", "surrogateescape") if isinstance(path, str) else path
-    pids = []
-    try:
-        entries = os.listdir(proc_dir)
-    except OSError:
-        return pids
-    for entry in entries:
-        if not entry.isdigit():
-            continue
-        try:
-            with open(os.path.join(proc_dir, entry, "cmdline"), "rb") as handle:
-                argv = handle.read(65536).split(b"\0")
-        except (IOError, OSError):
-            continue  # gone meanwhile, or not ours to read
-        for index, arg in enumerate(argv):
-            if os.path.basename(arg) == b"xl":
-                if wanted in argv[index + 1:]:
-                    pids.append(int(entry))
-                break
-    return sorted(pids)

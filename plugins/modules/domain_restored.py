@@ -195,6 +195,15 @@ recovery:
       per ledger entry looked at, with C(name), C(uuid), C(action), C(reason) and C(detail).
   returned: always
   type: dict
+memory:
+  description:
+    - The memory the guests to restore need (C(needed_mib), as recorded when they were saved)
+      and what the host has (C(free_mib), C(total_mib), from C(xl info); V(null) when C(xl)
+      could not say). When short, the module warns and still tries; C(xl) balloons dom0 down
+      when C(autoballoon) is on, and a restore that does not fit fails with the image kept.
+  returned: always
+  type: dict
+  sample: {"needed_mib": 4096, "free_mib": 12010, "total_mib": 16383}
 stats:
   description: Cost of the run (domains, wall_seconds, cpu_seconds).
   returned: always
@@ -204,6 +213,7 @@ stats:
 import os
 
 from ansible_collections.xen.suspend.plugins.module_utils._errors import OptionError
+from ansible_collections.xen.suspend.plugins.module_utils._host_memory import host_memory
 from ansible_collections.xen.suspend.plugins.module_utils._module_base import XenSuspendModule
 from ansible_collections.xen.suspend.plugins.module_utils._restore import RestoreEngine, plan_restore
 
@@ -252,11 +262,28 @@ class DomainRestoredModule(XenSuspendModule):
         records = self.inventory(backends, [self.targets]) if self.targets else None
         plan = plan_restore(entries, self.targets, self.exclude, self.protected, self.order,
                             clock=backends.clock, records=records)
+        result_memory = self.check_memory(plan)
         engine = RestoreEngine(backends, timeout=params["timeout"], parallel=params["parallel"],
                                continue_on_error=params["continue_on_error"],
                                check_mode=self.check_mode, archive_dir=params.get("archive_dir"))
         report = engine.run(plan)
-        return self.report(report, "restored", recovery, always_fail=True)
+        result, failure = self.report(report, "restored", recovery, always_fail=True)
+        result["memory"] = result_memory
+        return result, failure
+
+    def check_memory(self, plan):
+        """What the restores need against what the host has free (a warning when short)."""
+        needed_kib = sum(int(job.entry.get("memory_kib") or 0) for job in plan.jobs if not job.done)
+        memory = host_memory()
+        report = {"needed_mib": needed_kib // 1024,
+                  "free_mib": memory[1] if memory else None,
+                  "total_mib": memory[0] if memory else None}
+        if memory and needed_kib // 1024 > memory[1]:
+            self.warn("the guests to restore need %d MiB and the host has %d MiB free (xl info): "
+                      "restores fail once it runs out, unless xl can balloon dom0 down "
+                      "(autoballoon); the images are kept either way"
+                      % (needed_kib // 1024, memory[1]))
+        return report
 
 
 def main():

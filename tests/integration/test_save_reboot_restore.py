@@ -113,3 +113,19 @@ def test_a_restore_refuses_what_would_diverge_and_keeps_image_and_entry(make_sim
                          "register": "again"}])["again"]
     assert again["restored"] == ["web-2"] and again["unchanged"] == ["db-1"], again
     assert not os.path.exists(images["web-2"])
+
+
+def test_a_host_short_of_memory_is_warned_about_and_the_guest_that_does_not_fit_keeps_its_image(make_sim):
+    spec = dict(SPEC, xl=dict(SPEC["xl"], host_memory_mb=2600))  # the guests have 1024 MiB each
+    sim, runner = make_sim(spec)
+    _saved(sim, runner, ["db-1", "web-1", "web-2"])
+    xensim_cli("reboot", "--dir", sim.dir)
+    run = runner.run([{"xen.suspend.domain_restored": {}, "register": "restored"}])
+    restored = run["restored"]
+    assert restored["memory"] == {"needed_mib": 3072, "free_mib": 2600, "total_mib": 2600}
+    assert any("need 3072 MiB" in warning for warning in restored.get("warnings", [])), restored
+    assert restored["restored"] == ["db-1", "web-1"] and restored["failed_domains"] == ["web-2"]
+    error = by_name(restored)["web-2"]["error"]
+    assert error["phase"] == "restore" and "failed to free memory" in error["message"]
+    assert sim.ledger_names("saved") == ["web-2"]
+    assert os.path.exists(by_name(restored)["web-2"]["image"])

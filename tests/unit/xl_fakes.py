@@ -127,9 +127,6 @@ class FakeXl(object):
         self.world.domains[domid].paused = False
         return self._result(["/usr/sbin/xl", "unpause", str(domid)], 0)
 
-    def working_on(self, path):
-        return []
-
 
 def saveable(world, domid, **kwargs):
     """A guest as xl creates it: with /libxl/<domid> in xenstore."""

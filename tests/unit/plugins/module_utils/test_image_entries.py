@@ -321,3 +321,36 @@ def test_live_xl_processes_on_an_image_are_found(tmp_path):
     assert xl_working_on(image, str(proc)) == [11]
     assert xl_working_on(image + ".part", str(proc)) == [10]
     assert xl_working_on("", str(proc)) == []
+
+
+class FakeMonitors(object):
+    def __init__(self):
+        self.thawed = []
+
+    def state(self, monitor):
+        return "frozen" if monitor["pid"] not in self.thawed else "running"
+
+    def thaw(self, monitor):
+        self.thawed.append(monitor["pid"])
+        return True
+
+
+def test_a_killed_saves_frozen_monitor_is_continued_with_its_guest(tmp_path):
+    world, domain, backends, entry = _setup(tmp_path, STATE_SAVING, paused=True)
+    entry["lifecycle_monitor"] = {"toolstack": "xl", "pid": 77, "start_time": 5, "state": "frozen"}
+    backends.ledger.update(lambda entries: entries.__setitem__(entry["uuid"], entry))
+    backends.monitors = FakeMonitors()
+    report = recover(backends, backends.ledger.read())
+    assert backends.monitors.thawed == [77] and "continued" in report.actions[0]["detail"]
+    assert not domain.paused and backends.ledger.read() == {}
+
+
+def test_a_destroyed_guests_frozen_monitor_is_continued_so_that_it_exits(tmp_path):
+    world, domain, backends, entry = _setup(tmp_path, STATE_SAVED)
+    domain.destroyed = True
+    entry["lifecycle_monitor"] = {"toolstack": "xl", "pid": 78, "start_time": 5, "state": "frozen"}
+    backends.ledger.update(lambda entries: entries.__setitem__(entry["uuid"], entry))
+    backends.monitors = FakeMonitors()
+    recover(backends, backends.ledger.read())
+    assert backends.monitors.thawed == [78]
+    assert backends.ledger.read()[domain.uuid]["state"] == STATE_SAVED
