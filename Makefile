@@ -83,10 +83,12 @@ bench: venv
 	$(PY) tests/bench/fleet_bench.py
 
 # The kill-anywhere campaign (tests/campaign): SCHEDULES random schedules from SEED (default: the
-# clock) SIGKILL domain_suspended / domain_resumed mid-run on a simulated dom0 and check that no
-# guest is lost or left suspended; its last line is machine-readable. SCHEDULE=K re-runs one.
+# clock) SIGKILL domain_suspended / domain_resumed / domain_saved / domain_restored mid-run on a
+# simulated dom0 (with xl faults and dom0 reboots) and check that no guest or image is lost or left
+# suspended or saved; its last line is machine-readable. SCHEDULE=K re-runs one, ONLY=K1,K2 a few;
+# REPORT_DIR=dir keeps every failing schedule's full report.
 SCHEDULES ?= 1000
 JOBS ?= 3
 .PHONY: campaign
 campaign: venv
-	$(PY) tests/campaign/campaign.py --schedules $(SCHEDULES) --jobs $(JOBS) $(if $(SEED),--seed $(SEED)) $(if $(SCHEDULE),--schedule $(SCHEDULE))
+	$(PY) tests/campaign/campaign.py --schedules $(SCHEDULES) --jobs $(JOBS) $(if $(SEED),--seed $(SEED)) $(if $(SCHEDULE),--schedule $(SCHEDULE)) $(if $(ONLY),--only $(ONLY)) $(if $(REPORT_DIR),--report-dir $(REPORT_DIR))

@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
-"""The kill-anywhere campaign (issue 10): "never lose a guest", however a run dies.
+"""The kill-anywhere campaign (issues 10 and 12): "never lose a guest", however a run dies.
 
 Each schedule starts a mixed fleet on a simulated dom0 (tests/xensim), runs domain_suspended as
 its own process and SIGKILLs it at a random moment (or lets it finish and SIGKILLs the first
 domain_resumed; or kills both), then runs domain_resumed to completion and checks the invariants
-listed in harness.py: lost, left_suspended, pending, frozen, hangs (and ledger).
+listed in harness.py: lost, left_suspended, pending, frozen, hangs (and ledger). Save schedules
+(save_runs.py) do the same with domain_saved and domain_restored, xl faults and dom0 reboots, and
+add image_lost and left_saved (and files).
 
     tests/campaign/campaign.py [--schedules N] [--seed S] [--jobs J]
     tests/campaign/campaign.py --seed S --schedule K [--repeat R] [--kills w0.031,s0.12]
@@ -16,7 +18,7 @@ As root it re-executes itself in a private mount namespace (``unshare -m``) with
 /var/log (so /var/log/xen is private and the machine's is never touched), and starts one
 stand-in xl monitor process per guest; otherwise ``frozen`` is n/a. The last line is:
 
-    campaign schedules=N kills=K lost=0 left_suspended=0 pending=0 frozen=0 hangs=0
+    campaign schedules=N kills=K lost=0 left_suspended=0 pending=0 frozen=0 hangs=0 image_lost=0 left_saved=0
 
 and the exit status is non-zero if anything was violated (1) or the harness failed (2).
 """
@@ -100,6 +102,7 @@ def worker_main(args):
                 result = {"k": k, "harness_error": traceback.format_exc()}
             result.pop("final_doms", None)
             result.pop("final_entries", None)
+            result.pop("final_files", None)
             sys.stdout.write(json.dumps(result) + "\n")
             sys.stdout.flush()
     finally:
@@ -193,8 +196,10 @@ class Totals(object):
     def last_line(self, monitors):
         c = self.counts
         return ("campaign schedules=%d kills=%d lost=%d left_suspended=%d pending=%d frozen=%s "
-                "hangs=%d" % (self.schedules, self.kills, c["lost"], c["left_suspended"],
-                              c["pending"], c["frozen"] if monitors else "n/a", c["hangs"]))
+                "hangs=%d image_lost=%d left_saved=%d"
+                % (self.schedules, self.kills, c["lost"], c["left_suspended"], c["pending"],
+                   c["frozen"] if monitors else "n/a", c["hangs"], c["image_lost"],
+                   c["left_saved"]))
 
 
 def main(argv=None):
@@ -203,12 +208,16 @@ def main(argv=None):
     p.add_argument("--schedules", type=int, default=1000)
     p.add_argument("--seed", default=None, help="default: from the clock (printed)")
     p.add_argument("--schedule", type=int, default=None, help="run only this schedule, with a report")
+    p.add_argument("--only", default=None,
+                   help="run these schedules (K1,K2,...) instead of 0..N-1, reports as a campaign")
     p.add_argument("--repeat", type=int, default=1, help="with --schedule: run it this many times")
     p.add_argument("--kills", default=None,
                    help="with --schedule: when to kill each killed run, wS = S seconds after it "
                         "connected to the hypervisor, sS = S seconds after its start")
     p.add_argument("--jobs", type=int, default=3, help="simulators (and schedules) in parallel")
     p.add_argument("--reports", type=int, default=3, help="full reports of the first N failures")
+    p.add_argument("--report-dir", default=None,
+                   help="also write every failing schedule's full report to DIR/SEED-K.txt")
     p.add_argument("--collection", default=None,
                    help="the collection checkout to test (default: this one), e.g. a commit "
                         "exported with git archive")
@@ -248,9 +257,11 @@ def run_campaign(args, seed, coll, settle, monitors):
     try:
         startup, per_guest = first.calibrate()
         print("campaign: typical module runs (measured): fixed cost domain_suspended %.3fs, "
-              "domain_resumed %.3fs; per guest %.4fs and %.4fs (plus the guests' own delays)"
-              % (startup["suspend"], startup["resume"], per_guest["suspend"], per_guest["resume"]),
-              flush=True)
+              "domain_resumed %.3fs, domain_saved %.3fs, domain_restored %.3fs; per guest %.4fs, "
+              "%.4fs, %.4fs and %.4fs (plus the guests' own delays)"
+              % (startup["suspend"], startup["resume"], startup["save"], startup["restore"],
+                 per_guest["suspend"], per_guest["resume"], per_guest["save"],
+                 per_guest["restore"]), flush=True)
         if args.schedule is not None:
             return single(args, seed, first)
     finally:
@@ -269,11 +280,22 @@ def run_campaign(args, seed, coll, settle, monitors):
         if "harness_error" in result:
             print("schedule %s: HARNESS ERROR %s" % (k, result["harness_error"]), flush=True)
         elif result["violations_total"]:
-            print("schedule %s FAILED: %s" % (k, ", ".join(
-                "%s=%s" % (key, val) for key, val in result["violations"].items() if val)),
-                flush=True)
+            kills = ",".join(schedules.format_kill(kill) for _label, _secs, kill, _killed
+                             in result["runs"] if kill is not None)
+            print("schedule %s FAILED: %s   (same kill moments: --seed %s --schedule %s%s)" % (
+                k, ", ".join("%s=%s" % (key, val) for key, val in result["violations"].items()
+                             if val), seed, k, " --kills " + kills if kills else ""), flush=True)
             if len(reports) < args.reports and result.get("report"):
                 reports.append(result["report"])
+            if args.report_dir and result.get("report"):
+                os.makedirs(args.report_dir, exist_ok=True)
+                name = os.path.join(args.report_dir, "%s-%s.txt" % (seed, k))
+                suffix = 1
+                while os.path.exists(name):   # the same schedule again (--only K,K)
+                    suffix += 1
+                    name = os.path.join(args.report_dir, "%s-%s.%d.txt" % (seed, k, suffix))
+                with open(name, "w") as handle:
+                    handle.write(result["report"] + "\n")
         if totals.schedules % 50 == 0:
             elapsed = time.monotonic() - started
             print("campaign: %d/%d schedules, %.2f schedules/s, kills %d, failing %d"
@@ -281,8 +303,11 @@ def run_campaign(args, seed, coll, settle, monitors):
                      len(totals.failing)), flush=True)
 
     ks = list(range(args.schedules))
+    if args.only:
+        ks = [int(x) for x in args.only.split(",") if x.strip()]
+        args.schedules = len(ks)
     for k in ks:
-        plans[k] = "+".join(schedules.make_schedule(seed, k, behaviours)["kills"])
+        plans[k] = schedules.make_schedule(seed, k, behaviours)["family"]
     config = {"coll": str(coll), "settle": settle, "monitors": monitors, "seed": seed,
               "startup": startup, "per_guest": per_guest}
     if args.jobs > 1:
@@ -320,8 +345,12 @@ def run_campaign(args, seed, coll, settle, monitors):
     if totals.counts["ledger"]:
         print("campaign: ledger violations (invalid ledger, or entries left for running guests): %d"
               % totals.counts["ledger"])
+    if totals.counts["files"]:
+        print("campaign: files left (partial images, images of running guests): %d"
+              % totals.counts["files"])
     if totals.final_failed:
-        print("campaign: the final domain_resumed reported failure in %d schedules (domains by "
+        print("campaign: the final domain_resumed (domain_restored for save schedules) reported "
+              "failure in %d schedules (domains by "
               "error kind: %s)" % (totals.final_failed, ", ".join(
                   "%s %d" % item for item in sorted(totals.final_error_kinds.items())) or "none"))
     if totals.failing:
@@ -349,7 +378,7 @@ def single(args, seed, worker):
     totals = Totals()
     for i in range(args.repeat):
         result = worker.run(schedule, kill_plans=plans, keep=True)
-        totals.add(result, "+".join(schedule["kills"]))
+        totals.add(result, schedule["family"])
         print("\n--- seed %s schedule %s, run %d of %d\n%s" % (seed, args.schedule, i + 1,
                                                                args.repeat, result["report"]))
     print(totals.last_line(worker.monitors_enabled), flush=True)

@@ -19,6 +19,17 @@ Invariants (the names are the counters of the campaign's last line):
 * ``frozen``: an xl monitor left stopped (state T) for a guest that is not suspended.
 * ``hangs``: a module run the harness judged stuck (past its timeouts + 5 s) and killed.
 * ``ledger``: the ledger not valid JSON (at any sample), or entries left for running guests.
+
+Save schedules (domain_saved / domain_restored, images in a save directory) add, sampled the same
+way (the save directory is listed between the ledger's read and the domain list, inside the
+same consistent window):
+
+* ``lost`` also: a guest absent from the domain list (or dying) without an image entry saying
+  where it is, or still "saving" (xl save -p never destroys the guest: a saving guest that is
+  gone was lost).
+* ``image_lost``: a guest absent from the domain list whose entry is "saved" or "restoring"
+  while its image is missing or not the size recorded; or an image that disappears while its
+  guest is not running (images go only once their guest runs again).
 """
 
 import errno
@@ -140,12 +151,21 @@ def xensim_cli(*args, timeout=120):
     return proc
 
 
-class Sim(object):
-    """One simulator with no guests at start; schedules spawn and destroy their own."""
+# The simulated xl's wait for a guest to acknowledge, then to suspend (xl's own 60 s, shortened:
+# the campaign's guests answer within 0.03-2.5 s, so some saves succeed and some time out).
+XL_SUSPEND_TIMEOUT_MS = 1500
 
-    def __init__(self, tag="w"):
+
+class Sim(object):
+    """One simulator with no guests at start; schedules spawn and destroy their own.
+    ``xl_log_dir``: where the simulated ``xl restore`` leaves its monitors' logs."""
+
+    def __init__(self, tag="w", xl_log_dir=None):
         self.dir = tempfile.mkdtemp(prefix="xsc-%s-" % tag, dir="/tmp")
-        spec = {"heartbeat_ms": 0, "dying_ms": 5, "seed": 1, "guests": []}
+        xl = {"suspend_timeout_ms": XL_SUSPEND_TIMEOUT_MS}
+        if xl_log_dir:
+            xl["log_dir"] = xl_log_dir
+        spec = {"heartbeat_ms": 0, "dying_ms": 5, "seed": 1, "guests": [], "xl": xl}
         spec_path = os.path.join(self.dir, "fleet.json")
         with open(spec_path, "w") as handle:
             json.dump(spec, handle)
@@ -177,6 +197,13 @@ class Sim(object):
             self.admin.call("fault", kind="destroy", domid=domid)
         except HarnessError:
             pass  # already gone
+
+    def reboot(self):
+        """A simulated dom0 reboot: every guest gone, files kept (see tests/xensim/README.md)."""
+        return self.admin.call("reboot")
+
+    def set_xl_faults(self, name, faults):
+        self.admin.call("xl_fault", name=name, faults=faults or {})
 
     def xs_read_many(self, paths):
         """{path: bytes or None}, read as dom0 over the xenstore socket."""
@@ -417,6 +444,94 @@ def run_module(module, args, env, workdir, label, kill=None, budget=60.0, on_sta
     return run
 
 
+# -- xl processes and the save directory -----------------------------------------------------
+
+def _cmdline(pid):
+    try:
+        with open("/proc/%s/cmdline" % pid, "rb") as handle:
+            raw = handle.read(65536)
+    except OSError:
+        return None
+    return [part.decode("utf-8", "replace") for part in raw.split(b"\0") if part]
+
+
+def xl_processes(save_dir):
+    """{pid: argv} of live ``xl save`` / ``xl restore`` processes naming a file of ``save_dir``
+    (the simulated xl is ``python3 .../bin/xl save ...``)."""
+    found = {}
+    prefix = save_dir.rstrip("/") + "/"
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        argv = _cmdline(name)
+        if not argv:
+            continue
+        for index, arg in enumerate(argv[:3]):
+            if os.path.basename(arg) == "xl":
+                rest = argv[index + 1:]
+                if ("save" in rest or "restore" in rest) and any(a.startswith(prefix) for a in rest):
+                    found[int(name)] = argv
+                break
+    return found
+
+
+def monitor_processes(names):
+    """PIDs of the simulated xl's restore monitors (``xl ... --xensim-monitor NAME``) of ``names``."""
+    pids = []
+    names = set(names)
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        argv = _cmdline(pid)
+        if argv and "--xensim-monitor" in argv:
+            rest = argv[argv.index("--xensim-monitor") + 1:]
+            if rest and rest[0] in names:
+                pids.append(int(pid))
+    return pids
+
+
+def kill_pids(pids):
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+
+
+def list_save_dir(save_dir):
+    """{file name: size} of ``save_dir`` (empty when it does not exist)."""
+    out = {}
+    try:
+        names = os.listdir(save_dir)
+    except FileNotFoundError:
+        return out
+    for name in names:
+        try:
+            out[name] = os.stat(os.path.join(save_dir, name)).st_size
+        except FileNotFoundError:
+            continue
+    return out
+
+
+def restored_monitor_pid(log_dir, name, domid):
+    """The pid in the last "Waiting for domain NAME (domid D) to die [pid P]" line of
+    ``log_dir``/xl-NAME.log, None when there is none."""
+    try:
+        with open(os.path.join(log_dir, "xl-%s.log" % name)) as handle:
+            text = handle.read()
+    except OSError:
+        return None
+    pid = None
+    marker = "Waiting for domain %s (domid %d) to die [pid " % (name, domid)
+    for line in text.splitlines():
+        if line.startswith(marker):
+            try:
+                pid = int(line[len(marker):].rstrip("]"))
+            except ValueError:
+                continue
+    return pid
+
+
 # -- the ledger --------------------------------------------------------------------------------
 
 def read_ledger(path):
@@ -444,11 +559,20 @@ class Sampler(threading.Thread):
     why a sample is a consistent snapshot), records ``lost`` guests, invalid ledgers and a
     timeline of every guest's state changes."""
 
-    def __init__(self, sim, ledger_path, uuids, t0, interval=0.004):
+    IMAGE_STATES = ("saved", "restoring")
+
+    def __init__(self, sim, ledger_path, uuids, t0, interval=0.004, save_dir=None):
         threading.Thread.__init__(self, name="sampler", daemon=True)
         self.sim = sim
         self.conn = AdminConn(sim.control)
         self.ledger_path = ledger_path
+        self.save_dir = save_dir          # a save schedule: the images are checked too
+        self.image_lost = {}              # name -> description of the first sighting
+        self.excluded = set()             # names of guests a simulated reboot powered off
+        self.damaged = set()              # names whose image the harness damaged on purpose
+        self.held = False                 # no judgement while the harness reboots the dom0
+        self.sample_lock = threading.Lock()
+        self.images_seen = {}             # uuid -> image size at the last sample
         self.uuids = dict(uuids)          # uuid -> name (this schedule's guests)
         self.t0 = t0
         self.interval = interval
@@ -470,13 +594,28 @@ class Sampler(threading.Thread):
     def run(self):
         try:
             while not self.stop_event.is_set():
-                self.sample()
+                with self.sample_lock:
+                    if not self.held:
+                        self.sample()
                 self.stop_event.wait(self.interval)
-            self.sample()
+            with self.sample_lock:
+                self.sample()
         except Exception as exc:  # reported by the schedule, never silently
             self.error = "%s: %s" % (type(exc).__name__, exc)
         finally:
             self.conn.close()
+
+    def hold(self):
+        """Stop judging (the next samples are skipped) until release(); returns once no sample
+        is under way."""
+        with self.sample_lock:
+            self.held = True
+
+    def release(self, excluded=()):
+        with self.sample_lock:
+            self.excluded |= set(excluded)
+            self.images_seen = {}
+            self.held = False
 
     def finish(self):
         self.stop_event.set()
@@ -502,6 +641,9 @@ class Sampler(threading.Thread):
                             break
                         chunks.append(chunk)
                     data = b"".join(chunks)
+                # Between the ledger's read and the domain list: an image that an entry saved
+                # or restoring throughout the window points to must be there at this instant.
+                files = list_save_dir(self.save_dir) if self.save_dir else None
                 doms = self.conn.call("list")["domains"]
                 now = time.monotonic() - self.t0
                 try:
@@ -542,8 +684,47 @@ class Sampler(threading.Thread):
             if self._state.get(name) != state:
                 self._state[name] = state
                 self.timeline.append((now, name, "xl=%s code=%s guest=%s ledger=%s" % state))
-            if suspended and entry is None and name not in self.lost:
+            if suspended and entry is None and name not in self.lost and name not in self.excluded:
                 self.lost[name] = ("%.3fs into the schedule, during %s: suspended (flags %s), "
                                    "no ledger entry (ledger holds %s)"
                                    % (now, self.phase, d.get("flags"),
                                       sorted(e.get("name") for e in entries.values()) or "nothing"))
+        if files is not None:
+            self._check_images(doms, entries, files, now)
+
+    def _check_images(self, doms, entries, files, now):
+        live = dict((d.get("uuid"), d) for d in doms if not d.get("dying"))
+        for uuid, name in self.uuids.items():
+            if name in self.excluded:
+                continue
+            d = live.get(uuid)
+            entry = entries.get(uuid)
+            image = "%s.xlsave" % uuid
+            size = files.get(image)
+            running = d is not None and d.get("shutdown_code") is None and not d.get("paused")
+            seen = self.images_seen.get(uuid)
+            if size is None and seen is not None and not running and name not in self.image_lost:
+                self.image_lost[name] = (
+                    "%.3fs into the schedule, during %s: its image (%d bytes) was removed while "
+                    "the guest does not run (%s; ledger %s)"
+                    % (now, self.phase, seen, "absent" if d is None else "flags %s" % d.get("flags"),
+                       entry.get("state") if entry else "no entry"))
+            if size is None:
+                self.images_seen.pop(uuid, None)
+            else:
+                self.images_seen[uuid] = size
+            if d is not None:
+                continue
+            state = entry.get("state") if entry else None
+            if state not in self.IMAGE_STATES:
+                if name not in self.lost:
+                    self.lost[name] = ("%.3fs into the schedule, during %s: no domain, and the "
+                                       "ledger %s" % (now, self.phase, "has no entry" if entry is None
+                                                      else "entry is %r" % state))
+                continue
+            wrong_size = size != entry.get("image_size") and name not in self.damaged
+            if (size is None or wrong_size) and name not in self.image_lost:
+                self.image_lost[name] = (
+                    "%.3fs into the schedule, during %s: no domain, ledger %s (image_size %s), "
+                    "image %s" % (now, self.phase, state, entry.get("image_size"),
+                                  "missing" if size is None else "of %d bytes" % size))

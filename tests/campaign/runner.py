@@ -9,11 +9,16 @@ import tempfile
 import time
 
 import harness
+import save_runs
 import schedules
 from harness import HarnessError, Sampler, Sim, XlMonitors, run_module
 
-KIND = {"domain_suspended": "suspend", "domain_resumed": "resume"}
-VIOLATIONS = ("lost", "left_suspended", "pending", "frozen", "hangs", "ledger")
+KIND = {"domain_suspended": "suspend", "domain_resumed": "resume", "domain_saved": "save",
+        "domain_restored": "restore"}
+# (the last two are reported apart, as the ledger's: "files" are .part files or images left)
+VIOLATIONS = ("lost", "left_suspended", "pending", "frozen", "hangs", "image_lost", "left_saved",
+              "ledger", "files")
+SHUTDOWN_SUSPEND = harness.SHUTDOWN_SUSPEND
 
 
 def available_behaviours():
@@ -27,7 +32,10 @@ def module_env(sim, coll):
     env.update(XENSTORED_PATH=sim.env["XENSTORED_PATH"], XENSIM_SOCKET=sim.env["XENSIM_SOCKET"],
                LD_LIBRARY_PATH=sim.env["LD_LIBRARY_PATH"] + (
                    ":" + os.environ["LD_LIBRARY_PATH"] if os.environ.get("LD_LIBRARY_PATH") else ""),
-               PYTHONPATH=str(coll), PYTHONDONTWRITEBYTECODE="1")
+               PYTHONPATH=str(coll), PYTHONDONTWRITEBYTECODE="1",
+               # the simulated xl first on PATH, as `xensimctl start` prints it
+               PATH=sim.env.get("PATH") or "%s:%s" % (harness.XENSIM_ROOT / "bin",
+                                                      os.environ.get("PATH", "")))
     return env
 
 
@@ -43,7 +51,8 @@ class Worker(object):
         self.modules = harness.modules_dir(coll)
         self.settle = settle
         self.monitors_enabled = monitors
-        self.sim = Sim(tag)
+        # inside the campaign's namespace, xl restore's monitors log where the engine looks
+        self.sim = Sim(tag, xl_log_dir=harness.XL_LOG_DIR if monitors else None)
         self.env = module_env(self.sim, coll)
         self.behaviours = available_behaviours()
         self.startup = startup
@@ -65,10 +74,14 @@ class Worker(object):
         ledger = os.path.join(workdir, "state", "ledger.json")
         out = {}
         try:
+            save_dir = os.path.join(workdir, "save")
             for module, args in (
                     ("domain_suspended", dict(self.base_args, ledger=ledger,
                                               domains=["calibration-nothing-*"])),
-                    ("domain_resumed", dict(self.base_args, ledger=ledger))):
+                    ("domain_resumed", dict(self.base_args, ledger=ledger)),
+                    ("domain_saved", dict(self.base_args, ledger=ledger, save_dir=save_dir,
+                                          domains=["calibration-nothing-*"])),
+                    ("domain_restored", dict(self.base_args, ledger=ledger))):
                 times = []
                 for i in range(rounds):
                     run = run_module(module, args, self.env, workdir, "cal-%s-%d" % (module, i),
@@ -108,8 +121,37 @@ class Worker(object):
             windows[run.label] = max(changes) - begin
         self.per_guest = {
             "suspend": max(0.0005, (windows["suspend"] - 0.02) / fleet),
-            "resume": max(0.0005, windows["resume-1"] / fleet)}
+            "resume": max(0.0005, windows["resume-1"] / fleet),
+            "save": 0.0, "restore": 0.0}
+        self._calibrate_save(fleet)
         return out, self.per_guest
+
+    def _calibrate_save(self, fleet):
+        """xl's own cost per guest, saving then restoring ``fleet`` quick guests one at a time
+        (a save schedule with nothing killed: no violation allowed)."""
+        schedule = {"seed": "calibration", "k": "calsave", "family": "save+restore",
+                    "fleet": [{"behaviour": "linux-pv", "quiesce_ms": 20, "params": {}}] * fleet,
+                    "memory_mb": [1024] * fleet,
+                    "suspend": {}, "resume": {"timeout": schedules.RESUME_TIMEOUT,
+                                              "continue_on_error": False},
+                    "save": {"parallel": 1, "timeout": 30.0, "verify": "structure",
+                             "continue_on_error": False, "space_margin_mb": 0},
+                    "restore_opts": {"parallel": 1, "timeout": schedules.RESTORE_TIMEOUT,
+                                     "continue_on_error": False},
+                    "kills": [], "kill_u": [], "gaps": [], "signals": [], "reboot": False,
+                    "fault": None, "damage": None, "restore_fail": None}
+        result = self.run(schedule, keep=True)
+        if result["violations_total"] or result["final_rc"] != 0:
+            raise HarnessError("the save calibration schedule (nothing killed) failed:\n%s"
+                               % result["report"])
+        for run in self.last_runs:
+            kind = {"save": "save", "restore-final": "restore"}.get(run.label)
+            if kind is None:
+                continue
+            spent = run.seconds - (run.connected_at or 0.0)
+            if kind == "save":
+                spent -= fleet * 0.02   # the guests' own way down
+            self.per_guest[kind] = max(0.01, spent / fleet)
 
     # -- one schedule -------------------------------------------------------------------------
 
@@ -125,10 +167,12 @@ class Worker(object):
         sampler = None
         runs = []
         try:
+            saving = schedules.is_save(schedule)
             for i, g in enumerate(schedule["fleet"], 1):
                 name = "c%s-%d-%s" % (k, i, g["behaviour"].replace("_", "-"))
+                extra = {"memory_mb": schedule["memory_mb"][i - 1]} if saving else {}
                 domid = self.sim.spawn(name, g["behaviour"], params=g["params"],
-                                       quiesce_ms=g["quiesce_ms"], jitter_ms=0)
+                                       quiesce_ms=g["quiesce_ms"], jitter_ms=0, **extra)
                 guests.append({"name": name, "domid": domid, "behaviour": g["behaviour"]})
             by_domid = dict((d["domid"], d) for d in self.sim.domains())
             for guest in guests:
@@ -137,10 +181,17 @@ class Worker(object):
                     guest["monitor"] = monitors.start(guest["name"], guest["domid"])
             t0 = time.monotonic()
             self.timing = {"setup": t0 - t_start}
-            sampler = Sampler(self.sim, ledger, dict((g["uuid"], g["name"]) for g in guests), t0)
+            save_dir = os.path.join(workdir, "save") if saving else None
+            self.save_dir = save_dir
+            sampler = Sampler(self.sim, ledger, dict((g["uuid"], g["name"]) for g in guests), t0,
+                              save_dir=save_dir)
             sampler.start()
             self.last_sampler, self.last_runs = sampler, runs
-            result = self._steps(schedule, guests, ledger, workdir, sampler, runs, kill_plans)
+            if saving:
+                result = self._save_steps(schedule, guests, ledger, workdir, sampler, runs,
+                                          kill_plans, monitors)
+            else:
+                result = self._steps(schedule, guests, ledger, workdir, sampler, runs, kill_plans)
             result["seconds"] = time.monotonic() - t_start
             result["timing"] = self.timing
             if result["violations_total"] or keep:
@@ -151,7 +202,8 @@ class Worker(object):
             if sampler is not None and sampler.is_alive():
                 sampler.stop_event.set()
                 sampler.join(5)
-            self._teardown(guests, monitors)
+            self._teardown(guests, monitors, getattr(self, "save_dir", None))
+            self.save_dir = None
             shutil.rmtree(workdir, ignore_errors=True)
             if getattr(self, "timing", None) is not None:
                 self.timing["teardown"] = time.monotonic() - t_end
@@ -292,6 +344,14 @@ class Worker(object):
                 "runs": [(run.label, run.seconds, run.kill, run.killed) for run in runs],
                 "run_summaries": [run.summary() for run in runs]}
 
+    def _save_steps(self, schedule, guests, ledger, workdir, sampler, runs, kill_plans, monitors):
+        return save_runs.run_save_schedule(self, schedule, guests, ledger, workdir, sampler, runs,
+                                           kill_plans, monitors)
+
+    @staticmethod
+    def violation_keys():
+        return VIOLATIONS
+
     @staticmethod
     def _ours(doms, guests):
         names = dict((g["uuid"], g["name"]) for g in guests)
@@ -305,21 +365,32 @@ class Worker(object):
         values = self.sim.xs_read_many(sorted(paths))
         return [paths[p] for p, value in values.items() if value == b"suspend"]
 
-    def _teardown(self, guests, monitors):
+    def _teardown(self, guests, monitors, save_dir=None):
         if not self.sim.alive():
             raise HarnessError("the simulator died")
-        for g in guests:
-            self.sim.destroy(g["domid"])
-        ids = set(g["domid"] for g in guests)
+        if save_dir:
+            # an xl still at work (a stalled one waits for ever), and faults for the next run
+            harness.kill_pids(harness.xl_processes(save_dir))
+            for g in guests:
+                self.sim.set_xl_faults(g["name"], {})
+        # by UUID: a restored guest has a new domid (and after a dom0 reboot the old domids
+        # belong to others)
+        uuids = set(g["uuid"] for g in guests)
+        ids = set(d["domid"] for d in self.sim.domains() if d.get("uuid") in uuids)
+        for domid in ids:
+            self.sim.destroy(domid)
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline:
-            if not ids & set(d["domid"] for d in self.sim.domains()):
+            if not uuids & set(d.get("uuid") for d in self.sim.domains()):
                 break
             time.sleep(0.01)
         else:
             raise HarnessError("destroyed guests did not go away: %s" % sorted(ids))
         if monitors is not None:
             monitors.stop_all()
+        if save_dir:
+            harness.kill_pids(harness.monitor_processes([g["name"] for g in guests]))
+        ids |= set(g["domid"] for g in guests)
         for domid in ids:
             for path in glob.glob(os.path.join(self.sim.run_dir, "suspend-evtchn-%d.lock" % domid)):
                 try:
@@ -338,6 +409,10 @@ class Worker(object):
             "%s=%s" % (key, val) for key, val in result["violations"].items() if val) or "none"))
         for name, text in sorted(sampler.lost.items()):
             lines.append("    lost %s: %s" % (name, text))
+        for name, text in sorted(sampler.image_lost.items()):
+            lines.append("    image_lost %s: %s" % (name, text))
+        for text in result.get("notes") or ():
+            lines.append("  note: %s" % text)
         lines.append("  final state (guest state, xl flags, shutdown code, monitor, counters):")
         for g in guests:
             d = result["final_doms"].get(g["name"], {})
@@ -348,6 +423,9 @@ class Worker(object):
         lines.append("  final ledger: %s" % (", ".join(
             "%s(%s,%s)" % (e.get("name"), e.get("state"), e.get("method"))
             for e in sorted(entries.values(), key=lambda e: e.get("name") or "")) or "empty"))
+        if "final_files" in result:
+            lines.append("  save directory: %s" % (", ".join(
+                "%s(%d)" % item for item in sorted(result["final_files"].items())) or "empty"))
         timeline = sorted(sampler.timeline, key=lambda item: item[0])
         lines.append("  timeline (s since the suspend started; %d samples):" % sampler.samples)
         if len(timeline) > 80:

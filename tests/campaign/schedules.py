@@ -80,8 +80,131 @@ def make_schedule(seed, k, behaviours):
     # the module stop cleanly, which must leave the same guarantees. (Drawn last, so the draws
     # above are those of earlier versions of the campaign for the same seed.)
     signals = [rng.choices(("KILL", "TERM", "INT"), (65, 25, 10))[0] for _ in kills]
-    return {"seed": seed, "k": k, "fleet": fleet, "suspend": suspend, "resume": resume,
-            "kills": kills, "kill_u": kill_u, "gaps": gaps, "signals": signals}
+    schedule = {"seed": seed, "k": k, "fleet": fleet, "suspend": suspend, "resume": resume,
+                "kills": kills, "kill_u": kill_u, "gaps": gaps, "signals": signals,
+                "family": "+".join(kills)}
+    # Save schedules are drawn from a stream of their own, so that a schedule that stays an
+    # in-memory one is the same as in earlier versions of the campaign for the same seed.
+    save_rng = random.Random("%s:%s:save" % (seed, k))
+    if save_rng.random() < SAVE_SHARE:
+        make_save_schedule(save_rng, schedule)
+    return schedule
+
+
+# Save families (issue 12): domain_saved / domain_restored on the same fleets.
+#   save          kill domain_saved, then the final domain_restored
+#   save+restore  let the save finish or kill it, maybe a dom0 reboot, kill the first
+#                 domain_restored, then the final one
+#   save+reboot   the save finishes, dom0 reboot, kill the first domain_restored, final one
+SAVE_SHARE = 0.45
+SAVE_FAMILIES = (("save", 0.35), ("save+restore", 0.40), ("save+reboot", 0.25))
+MEMORY_MB = (128, 256, 512, 1024, 2048)
+RESTORE_TIMEOUT = 10.0
+SAVE_FAULTS = (("enospc_after", 1.0), ("truncate_to", 1.0), ("stall_after", 1.0))
+
+
+def _image_bytes(memory_mb):
+    """About the simulated image's size: one 4 KiB page per MiB (xensim's pages_per_mib 1)."""
+    return memory_mb * 4096
+
+
+def make_save_schedule(rng, schedule):
+    """Turns ``schedule`` (its fleet is kept) into a save schedule; see SAVE_FAMILIES."""
+    families, weights = zip(*SAVE_FAMILIES)
+    family = rng.choices(families, weights)[0]
+    fleet = schedule["fleet"]
+    n = len(fleet)
+    memory = [rng.choice(MEMORY_MB) for _ in fleet]
+    save = {
+        "parallel": rng.choice([0, 1, 2, 4, 4]),
+        # the module's own bound on one xl save (it kills xl past it): below, around and above
+        # the simulated xl's own wait for the guest (harness.XL_SUSPEND_TIMEOUT_MS)
+        "timeout": round(rng.uniform(0.8, 5.0), 2),
+        "verify": rng.choice(["structure", "structure", "sha256"]),
+        "continue_on_error": rng.random() < 0.7,
+        "space_margin_mb": 0,
+    }
+    restore = {"parallel": rng.choice([1, 1, 2, 4]), "timeout": RESTORE_TIMEOUT,
+               "continue_on_error": True}
+    save_killed = family == "save" or (family == "save+restore" and rng.random() < 0.5)
+    reboot = family == "save+reboot" or (family == "save+restore" and rng.random() < 0.4)
+    kills = (["save"] if save_killed else []) + ([] if family == "save" else ["restore"])
+    kill_u = [(rng.random() < 0.85, rng.random()) for _ in kills]
+    gaps = [0.0 if rng.random() < 0.5 else round(rng.uniform(0, 0.6), 3) for _ in kills]
+    signals = [rng.choices(("KILL", "TERM", "INT"), (70, 20, 10))[0] for _ in kills]
+    fault = None
+    if rng.random() < 0.25:
+        kinds, kind_weights = zip(*SAVE_FAULTS)
+        i = rng.randrange(n)
+        kind = rng.choices(kinds, kind_weights)[0]
+        fault = {"guest": i, "kind": kind,
+                 "bytes": int(rng.uniform(0.02, 0.98) * _image_bytes(memory[i])),
+                 # stall_after: the harness SIGKILLs the stalled xl itself after this long
+                 # (unless the module's timeout did it first)
+                 "kill_after": round(rng.uniform(0.0, 0.5), 3)}
+    damage = None
+    if not save_killed and family != "save" and rng.random() < 0.15:
+        # an image damaged on purpose once saved (a lost tail): the guest must stay saved,
+        # entry and image kept, and the final restore must fail naming it
+        damage = {"guest": rng.randrange(n), "fraction": round(rng.uniform(0.1, 0.9), 3)}
+    restore_fail = None
+    if family != "save" and rng.random() < 0.1:
+        restore_fail = rng.randrange(n)   # xl restore fails for it in the first domain_restored
+    schedule.update({
+        "family": family, "save": save, "restore_opts": restore, "memory_mb": memory,
+        "kills": kills, "kill_u": kill_u, "gaps": gaps, "signals": signals, "reboot": reboot,
+        "fault": fault, "damage": damage, "restore_fail": restore_fail})
+    return schedule
+
+
+def is_save(schedule):
+    return "save" in schedule.get("family", "")
+
+
+def save_guest_seconds(g, timeout, xl_timeout, memory_mb):
+    """How long one xl save takes on this guest beyond xl's own cost: its way down (capped by
+    xl's waits and the module's timeout) plus writing the image."""
+    b, p = g["behaviour"], g["params"]
+    q = g["quiesce_ms"] / 1000.0
+    write = 0.01 * memory_mb / 1024.0
+    if b == "hvm-nopv":
+        down = 0.0
+    elif b == "unresponsive":
+        down = xl_timeout
+    elif b == "ack-no-suspend":
+        down = xl_timeout
+    else:
+        ack = 0.0
+        if b in ("slow", "ack_if_still_suspend"):
+            ack = p.get("ack_delay_ms", 0) / 1000.0
+        if b in ("late_suspender", "late_suspender_evtchn"):
+            q = p.get("suspend_after_ms", 1500) / 1000.0
+        down = xl_timeout if ack >= xl_timeout else ack + min(q, xl_timeout)
+    return min(down + write, timeout)
+
+
+def save_work_seconds(schedule, xl_timeout, per_guest):
+    """Estimated work time of an unkilled domain_saved run: guests admitted in order into
+    ``parallel`` slots (makespan), each costing xl's own time (``per_guest``, measured) plus
+    save_guest_seconds()."""
+    opts = schedule["save"]
+    fleet = schedule["fleet"]
+    parallel = opts["parallel"] or len(fleet)
+    slots = [0.0] * min(parallel, len(fleet))
+    heapq.heapify(slots)
+    end = 0.0
+    for g, memory in zip(fleet, schedule["memory_mb"]):
+        start = heapq.heappop(slots)
+        finish = start + per_guest + save_guest_seconds(g, opts["timeout"], xl_timeout, memory)
+        end = max(end, finish)
+        heapq.heappush(slots, finish)
+    return end
+
+
+def restore_work_seconds(schedule, per_guest):
+    n = len(schedule["fleet"])
+    parallel = max(1, schedule["restore_opts"]["parallel"])
+    return math.ceil(n / float(parallel)) * per_guest
 
 
 def guest_seconds(g, opts):
@@ -162,12 +285,22 @@ def parse_kill(text):
 
 
 def describe(schedule):
-    lines = ["seed %s schedule %s: kills %s (signals %s), gaps %s" % (
-        schedule["seed"], schedule["k"], "+".join(schedule["kills"]),
+    lines = ["seed %s schedule %s: %skills %s (signals %s), gaps %s" % (
+        schedule["seed"], schedule["k"],
+        "family %s, " % schedule["family"] if is_save(schedule) else "",
+        "+".join(schedule["kills"]) or "none",
         "+".join(schedule.get("signals", ())), schedule["gaps"])]
-    lines.append("  suspend options %s" % schedule["suspend"])
-    lines.append("  resume options %s" % schedule["resume"])
+    if is_save(schedule):
+        lines.append("  save options %s" % schedule["save"])
+        lines.append("  restore options %s" % schedule["restore_opts"])
+        lines.append("  reboot %s, fault %s, damage %s, restore_fail guest %s" % (
+            schedule["reboot"], schedule["fault"], schedule["damage"],
+            None if schedule["restore_fail"] is None else schedule["restore_fail"] + 1))
+    else:
+        lines.append("  suspend options %s" % schedule["suspend"])
+        lines.append("  resume options %s" % schedule["resume"])
     for i, g in enumerate(schedule["fleet"], 1):
-        lines.append("  guest %d: %s quiesce %dms %s" % (i, g["behaviour"], g["quiesce_ms"],
-                                                         g["params"] or ""))
+        lines.append("  guest %d: %s quiesce %dms %s%s" % (
+            i, g["behaviour"], g["quiesce_ms"], g["params"] or "",
+            " %d MiB" % schedule["memory_mb"][i - 1] if is_save(schedule) else ""))
     return "\n".join(lines)
