@@ -87,6 +87,10 @@ def run_save_schedule(worker, schedule, guests, ledger, workdir, sampler, runs, 
     resume_args = dict(worker.base_args, ledger=ledger, **schedule["resume"])
     if worker.settle:
         resume_args["settle_timeout"] = schedules.settle_timeout(schedule)
+        # A guest that took xl's request and did not suspend keeps its entry this long (as a
+        # suspend's intent): as short as the fleet's ways down allow, so that the final resume's
+        # settle_timeout sees it settled.
+        save_args["late_suspend_timeout"] = schedules.settle_timeout(schedule)
     xl_timeout = harness.XL_SUSPEND_TIMEOUT_MS / 1000.0
     work = {"save": schedules.save_work_seconds(schedule, xl_timeout, per_guest["save"]),
             "restore": schedules.restore_work_seconds(schedule, per_guest["restore"])}
