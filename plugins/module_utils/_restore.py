@@ -21,6 +21,7 @@ domain xl left is destroyed: nothing is ever deleted before its guest runs.
 """
 
 import collections
+import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -49,6 +50,12 @@ FINISH = "finish"
 
 AFTER_SAVED = "saved"
 AFTER_RUNNING = "running"
+
+
+def natural_key(name):
+    """web-2 before web-10: digit runs compare as numbers."""
+    return [(0, int(part), "") if part.isdigit() else (1, 0, part)
+            for part in re.split(r"(\d+)", name) if part]
 
 
 class _EntryRecord(object):
@@ -131,7 +138,7 @@ def plan_restore(entries, selectors, exclude=(), protected=(), order=(), clock=t
     problems = []
     chosen = []
     skipped = []
-    for entry in sorted(candidates, key=lambda item: (item.get("name") or "", item["uuid"])):
+    for entry in sorted(candidates, key=lambda item: (natural_key(item.get("name") or ""), item["uuid"])):
         record = _EntryRecord(entry)
         if selectors and not any(selector.matches(record) for selector in selectors):
             continue
