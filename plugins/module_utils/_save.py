@@ -599,6 +599,8 @@ class SaveEngine(object):
                 removed = [path for path in (part, final) if _save_dir.remove_quietly(path)]
                 if removed:
                     _save_dir.fsync_directory(self.save_dir)
+                # Before the entry goes: it is what lets a later run find a monitor we froze.
+                self._thaw_monitor(job)
                 if job.may_still_suspend:
                     settle_by = self.backends.wall_clock() + self.late_suspend_timeout
                     apply_transitions(self.backends.ledger, [AwaitLateSuspend(
@@ -632,6 +634,7 @@ class SaveEngine(object):
         if info.dying or (info.shut_down and not info.suspended):
             job.after = info.state
             _save_dir.remove_quietly(_save_dir.image_paths(self.save_dir, job.uuid)[1])
+            self._thaw_monitor(job)  # before the entry that records it goes
             apply_transitions(self.backends.ledger, [Settle(job.uuid, job.intent_id, OTHER_SHUTDOWN)])
             job.notes.append("the domain is %s, not saved; its partial image was removed" % info.state)
             return None
