@@ -43,8 +43,13 @@ def main(argv=None):
             sys.stderr.write(result.stderr)
             return result.rc
         log("ssh -i %s -p %d root@127.0.0.1   (Ctrl-C stops it)" % (vm.key, vm.ssh_port))
-        while True:
-            time.sleep(3600)
+        # Watch QEMU rather than sleep: a QEMU that exited (Xen crashed, dom0 powered off) ends
+        # this command with QEMU's status instead of leaving a zombie behind a live-looking bed.
+        while vm.alive():
+            time.sleep(1)
+        rc = vm.proc.returncode
+        log("QEMU exited (status %s)\n%s" % (rc, vm.serial_tail(20)))
+        return 1
     except KeyboardInterrupt:
         log("interrupted: stopping QEMU")
         return 130
