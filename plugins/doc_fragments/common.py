@@ -103,3 +103,19 @@ options:
     type: bool
     default: false
 '''
+
+    # _argument_spec.save_dir_argument_spec()
+    SAVE_DIR = r'''
+options:
+  save_dir:
+    description:
+      - Absolute path of the directory on the dom0 that holds the guests' save images, one
+        C(<uuid>.xlsave) file per guest (C(<uuid>.xlsave.part) while it is written).
+      - An image is the guest's whole memory. The directory is created with mode V(0700) and
+        must be owned by root, must not be a symbolic link and must not be writable by group or
+        others; the images are written with mode V(0600).
+      - Do not point it at xendomains' own C(XENDOMAINS_SAVE) directory (xendomains would restore
+        and delete the images at boot).
+    type: path
+    default: /var/lib/xen-suspend/save
+'''

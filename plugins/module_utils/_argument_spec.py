@@ -9,6 +9,7 @@ Documented one-to-one by the doc fragment ``xen.suspend.common``
 """
 
 from ansible_collections.xen.suspend.plugins.module_utils._ledger import DEFAULT_LEDGER_PATH
+from ansible_collections.xen.suspend.plugins.module_utils._save_dir import DEFAULT_SAVE_DIR
 from ansible_collections.xen.suspend.plugins.module_utils._xenstore import DEFAULT_TIMEOUT
 
 
@@ -30,3 +31,8 @@ def service_domains_argument_spec():
 def toolstack_argument_spec():
     """``allow_other_toolstack``, documented by ``xen.suspend.common.toolstack``."""
     return dict(allow_other_toolstack=dict(type="bool", default=False))
+
+
+def save_dir_argument_spec():
+    """``save_dir``, documented by ``xen.suspend.common.save_dir`` (domain_saved, domain_restored)."""
+    return dict(save_dir=dict(type="path", default=DEFAULT_SAVE_DIR))

@@ -12,9 +12,11 @@ Ledger, plus a monotonic clock, a CPU clock and a ``wait(fds, timeout)`` functio
 import select
 import time
 
+from ansible_collections.xen.suspend.plugins.module_utils._domain_claim import DomainClaims
 from ansible_collections.xen.suspend.plugins.module_utils._ledger import Ledger
 from ansible_collections.xen.suspend.plugins.module_utils._suspend_lock import SuspendLocks
 from ansible_collections.xen.suspend.plugins.module_utils._xen_libraries import SYSFS_VERSION_DIR
+from ansible_collections.xen.suspend.plugins.module_utils._xl_commands import XlCommands
 from ansible_collections.xen.suspend.plugins.module_utils._xl_monitor import XlMonitors
 from ansible_collections.xen.suspend.plugins.module_utils._xenctrl import XenCtrl
 from ansible_collections.xen.suspend.plugins.module_utils._xenevtchn import XenEvtchn
@@ -59,6 +61,30 @@ class Backends(object):
         self.wall_clock = wall_clock
         # An _interruption.Interruption the module installs; engines stop cleanly once it is set.
         self.interruption = interruption
+        self._claims = None
+        self._xl = None
+
+    @property
+    def claims(self):
+        """Per-guest claims of save and restore runs, beside the ledger (see _domain_claim)."""
+        if self._claims is None:
+            self._claims = DomainClaims(self.ledger.directory)
+        return self._claims
+
+    @claims.setter
+    def claims(self, claims):
+        self._claims = claims
+
+    @property
+    def xl(self):
+        """``xl`` on PATH, for save and restore (see _xl_commands)."""
+        if self._xl is None:
+            self._xl = XlCommands()
+        return self._xl
+
+    @xl.setter
+    def xl(self, xl):
+        self._xl = xl
 
     @property
     def evtchn(self):

@@ -29,6 +29,7 @@ import os
 import stat
 import struct
 import tempfile
+import threading
 import time
 
 from ansible_collections.xen.suspend.plugins.module_utils._errors import LedgerError
@@ -41,7 +42,17 @@ STATE_SUSPENDED = "suspended"
 # Written just before xc_domain_resume: a resume killed after the hypercall but before its
 # ledger write leaves this, and "resuming" on a running domain is the evidence that it was us.
 STATE_RESUMING = "resuming"
-ENTRY_STATES = (STATE_INTENT, STATE_SUSPENDED, STATE_RESUMING)
+# A guest saved to disk (domain_saved / domain_restored, method METHOD_XL_SAVE): "saving" is
+# durable before `xl save` runs and the guest is never destroyed in it; "saved" is durable once
+# the image is complete, checked and renamed into place, and only then is the guest destroyed;
+# "restoring" is durable before `xl restore` runs. The image is deleted only after the restored
+# guest runs, and then the entry goes.
+STATE_SAVING = "saving"
+STATE_SAVED = "saved"
+STATE_RESTORING = "restoring"
+IMAGE_STATES = (STATE_SAVING, STATE_SAVED, STATE_RESTORING)
+METHOD_XL_SAVE = "xl_save"
+ENTRY_STATES = (STATE_INTENT, STATE_SUSPENDED, STATE_RESUMING) + IMAGE_STATES
 DIR_MODE = 0o700
 FILE_MODE = 0o600
 MAX_LEDGER_BYTES = 64 * 1024 * 1024
@@ -80,6 +91,33 @@ def make_entry(uuid, domid, name, method, state=STATE_INTENT, resume_fast=True, 
     return entry
 
 
+def is_image_entry(entry):
+    """An entry of a guest saved (or being saved, or restored) to disk: domain_suspended and
+    domain_resumed leave it to domain_saved / domain_restored."""
+    return entry is not None and entry.get("state") in IMAGE_STATES
+
+
+def make_save_entry(uuid, domid, name, image, intent_id, boot_id=None, xen_version=None,
+                    memory_kib=None, now=None):
+    """The "saving" entry written (durably) before ``xl save`` runs. ``image`` is the final
+    path; the save writes ``image + ".part"`` first."""
+    entry = {
+        "uuid": uuid,
+        "domid": int(domid),
+        "name": name,
+        "method": METHOD_XL_SAVE,
+        "state": STATE_SAVING,
+        "intent_id": intent_id,
+        "intent_at": utc_timestamp(now),
+        "image": image,
+        "image_part": image + ".part",
+    }
+    for key, value in (("boot_id", boot_id), ("xen_version", xen_version), ("memory_kib", memory_kib)):
+        if value is not None:
+            entry[key] = value
+    return entry
+
+
 class Ledger(object):
     """The ledger file at ``path``; ``writes`` counts atomic replacements done by us."""
 
@@ -89,6 +127,10 @@ class Ledger(object):
         self.lock_path = self.path + ".lock"
         self.lock_timeout = lock_timeout
         self.writes = 0
+        # The file lock is a POSIX record lock: it excludes other processes, not our own
+        # threads (save and restore run guests in threads), and closing any descriptor of the
+        # lock file drops it for the whole process. Threads take this first.
+        self._thread_lock = threading.RLock()
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -134,6 +176,11 @@ class Ledger(object):
         if os.path.exists(self.directory) and not os.path.isdir(self.directory):
             raise LedgerError("the ledger's directory %s is not a directory" % self.directory)
         self._ensure_directory()
+        with self._thread_lock:
+            self._check_writable()
+        return entries
+
+    def _check_writable(self):
         lock_fd = self._lock()
         try:
             # What every write does: a temporary file beside the ledger, renamed over it. A
@@ -149,7 +196,6 @@ class Ledger(object):
                 _check_replaceable(self.path)
         finally:
             os.close(lock_fd)
-        return entries
 
     def _parse(self, data):
         if not data:
@@ -193,6 +239,10 @@ class Ledger(object):
         Returns the entries as written. Nothing is written when ``mutate`` changed nothing.
         ``durable``: return only once the new ledger is on disk (see the module's docstring).
         """
+        with self._thread_lock:
+            return self._update_locked(mutate, durable)
+
+    def _update_locked(self, mutate, durable):
         self._ensure_directory()
         lock_fd = self._lock()
         try:

@@ -11,6 +11,17 @@ An entry's life::
                                |          intent, suspended --MarkResuming--> resuming
                                \\---------------+----------------+-----------> Settle(reason)
 
+A guest saved to disk (domain_saved, domain_restored)::
+
+    (none) --RecordSaving--> saving --MarkSaved--> saved --MarkRestoring--> restoring
+                               |                    ^                          |
+                               |                    \\------ReturnToSaved-------+
+                               \\--Settle(save_abandoned)        Settle(restored) --/
+
+``saving`` means the guest was never destroyed; ``saved`` means its image is complete and on
+disk (only then is the guest destroyed); ``restored`` removes the entry once the restored guest
+runs and its image is gone (deleted or archived).
+
 ``Settle`` removes an entry and needs one of SETTLE_REASONS: each is positive evidence that
 the guest cannot (any more) suspend because of our request, or that it runs again. Nothing
 else removes an entry. Every transition names the intent it belongs to (``intent_id``, unique
@@ -22,7 +33,8 @@ import calendar
 import time
 
 from ansible_collections.xen.suspend.plugins.module_utils._ledger import (
-    STATE_INTENT, STATE_RESUMING, STATE_SUSPENDED, utc_timestamp)
+    IMAGE_STATES, STATE_INTENT, STATE_RESTORING, STATE_RESUMING, STATE_SAVED, STATE_SAVING,
+    STATE_SUSPENDED, utc_timestamp)
 
 # Why an entry left the ledger (the evidence).
 NEVER_SENT = "never_sent"            # our process knows no request reached the guest
@@ -34,8 +46,10 @@ FOUND_RUNNING = "found_running"      # recorded suspended, but runs again (resum
 DID_NOT_SUSPEND = "did_not_suspend"  # still running after its settle_by time: the guest let the request go
 NOT_OURS = "not_ours"                # suspended by someone else while our request stood unanswered
 PRUNED = "pruned"                    # a vanished domain's entry removed on request (prune_vanished)
+SAVE_ABANDONED = "save_abandoned"    # a save that did not complete: the guest runs, no image is kept
+RESTORED = "restored"                # the restored guest runs, and its image is deleted or archived
 SETTLE_REASONS = (NEVER_SENT, WITHDRAWN, GONE, OTHER_SHUTDOWN, RESUMED, FOUND_RUNNING,
-                  DID_NOT_SUSPEND, NOT_OURS, PRUNED)
+                  DID_NOT_SUSPEND, NOT_OURS, PRUNED, SAVE_ABANDONED, RESTORED)
 
 
 def parse_timestamp(stamp):
@@ -97,6 +111,10 @@ class RecordIntent(Transition):
         self.uuid = entry["uuid"]
 
     def apply(self, entries, stamp):
+        if entries.get(self.uuid, {}).get("state") in IMAGE_STATES:
+            # A guest saved to disk (or being saved): never overwritten by a suspend's intent
+            # (the engine refuses such a domain under its lock before it gets here).
+            return
         entries[self.uuid] = dict(self.entry)
 
 
@@ -191,6 +209,85 @@ class Settle(Transition):
     def apply(self, entries, stamp):
         if _belongs(entries.get(self.uuid), self.intent_id):
             del entries[self.uuid]
+
+
+class RecordSaving(Transition):
+    """Before ``xl save`` runs (the caller holds the domain's claim and libxl's suspend lock,
+    and has just seen the domain running with no entry of a suspend in memory)."""
+
+    def __init__(self, entry):
+        if entry.get("state") != STATE_SAVING:
+            raise ValueError("RecordSaving needs a 'saving' entry")
+        self.entry = entry
+        self.uuid = entry["uuid"]
+
+    def apply(self, entries, stamp):
+        current = entries.get(self.uuid)
+        if current is not None and current.get("state") not in (STATE_SAVING, STATE_SAVED):
+            return  # a suspend in memory of this collection's: never overwritten
+        entries[self.uuid] = dict(self.entry)
+
+
+class MarkSaved(Transition):
+    """The image is complete, checked, renamed into place and on disk: from now on the guest
+    may be destroyed, and only an image restore brings it back."""
+
+    def __init__(self, uuid, intent_id, image_size, image_sha256=None, image_xen=None):
+        self.uuid = uuid
+        self.intent_id = intent_id
+        self.image_size = int(image_size)
+        self.image_sha256 = image_sha256
+        self.image_xen = image_xen
+
+    def apply(self, entries, stamp):
+        entry = entries.get(self.uuid)
+        if not _belongs(entry, self.intent_id) or entry["state"] != STATE_SAVING:
+            return
+        entry["state"] = STATE_SAVED
+        entry["saved_at"] = stamp
+        entry["image_size"] = self.image_size
+        entry.pop("image_part", None)
+        if self.image_sha256:
+            entry["image_sha256"] = self.image_sha256
+        if self.image_xen:
+            entry["image_xen"] = self.image_xen
+
+
+class MarkRestoring(Transition):
+    """Just before ``xl restore`` runs: a run killed while it runs leaves this, and the next
+    run looks for the restored domain (or the xl still at work) before anything else."""
+
+    def __init__(self, uuid, intent_id, archive_dir=None):
+        self.uuid = uuid
+        self.intent_id = intent_id
+        self.archive_dir = archive_dir
+
+    def apply(self, entries, stamp):
+        entry = entries.get(self.uuid)
+        if _belongs(entry, self.intent_id) and entry["state"] in (STATE_SAVED, STATE_RESTORING):
+            entry["state"] = STATE_RESTORING
+            if self.archive_dir:  # where a later run's recovery puts the image too
+                entry["archive_dir"] = self.archive_dir
+            else:
+                entry.pop("archive_dir", None)
+            entry["restore_started_at"] = stamp
+            entry["restore_attempts"] = int(entry.get("restore_attempts") or 0) + 1
+
+
+class ReturnToSaved(Transition):
+    """A restore that created no domain that runs (xl failed, or its half-built domain was
+    destroyed): the image is still the guest's, and a later restore may try again."""
+
+    def __init__(self, uuid, intent_id, why):
+        self.uuid = uuid
+        self.intent_id = intent_id
+        self.why = why
+
+    def apply(self, entries, stamp):
+        entry = entries.get(self.uuid)
+        if _belongs(entry, self.intent_id) and entry["state"] == STATE_RESTORING:
+            entry["state"] = STATE_SAVED
+            entry["last_restore_error"] = str(self.why)[:500]
 
 
 def apply_transitions(ledger, transitions):

@@ -21,13 +21,18 @@ held lock means somebody is: that entry is left alone) and settles it on evidenc
   (its monitor is continued: it then sees the domain gone and exits as usual);
 * every locked event-channel entry gets its suspend subscription cleared (port 0).
 
+Entries of guests saved to disk (saving, saved, restoring) are settled by _image_recovery
+under their per-UUID claim instead.
+
 domain_info calls it with ``act=False``: it then reports what would be done, touching nothing.
 """
 
 from ansible_collections.xen.suspend.plugins.module_utils._errors import (
     DomainBusy, XenSuspendError)
+from ansible_collections.xen.suspend.plugins.module_utils._image_recovery import (
+    ACTION_RETURNED, image_verdict, recover_image_entry)
 from ansible_collections.xen.suspend.plugins.module_utils._ledger import (
-    STATE_RESUMING, STATE_SUSPENDED)
+    STATE_RESUMING, STATE_SUSPENDED, is_image_entry)
 from ansible_collections.xen.suspend.plugins.module_utils._ledger_transitions import (
     DID_NOT_SUSPEND, FOUND_RUNNING, GONE, OTHER_SHUTDOWN, RESUMED, WITHDRAWN, Settle,
     apply_transitions, settle_deadline_passed)
@@ -56,7 +61,8 @@ class RecoveryReport(object):
 
     @property
     def changed(self):
-        return any(item["action"] in (ACTION_WITHDRAWN, ACTION_SETTLED) for item in self.actions)
+        return any(item["action"] in (ACTION_WITHDRAWN, ACTION_SETTLED, ACTION_RETURNED)
+                   for item in self.actions)
 
     def as_dict(self):
         return {"actions": list(self.actions), "errors": list(self.errors)}
@@ -118,6 +124,13 @@ def recover(backends, entries, act=True, skip=()):
     now = backends.wall_clock()
     for entry in candidates:
         info = live.get(entry["uuid"])
+        if is_image_entry(entry):
+            if act:
+                recover_image_entry(backends, entry, info, report, transitions)
+            else:
+                step = image_verdict(entry, info)
+                report.add(entry, step.action, step.why, step.reason)
+            continue
         if not act:
             reason, why = verdict(entry, info, now)
             if reason is None and info is not None and not info.suspended and \

@@ -35,7 +35,7 @@ from ansible_collections.xen.suspend.plugins.module_utils._errors import (
 from ansible_collections.xen.suspend.plugins.module_utils._phases import (
     LOCK, LOOKUP, RESUME, VERIFY, PhaseTimer)
 from ansible_collections.xen.suspend.plugins.module_utils._ledger import (
-    STATE_INTENT, STATE_RESUMING)
+    STATE_INTENT, STATE_RESUMING, is_image_entry)
 from ansible_collections.xen.suspend.plugins.module_utils._ledger_transitions import (
     DID_NOT_SUSPEND, FOUND_RUNNING, GONE, NOT_OURS, OTHER_SHUTDOWN, PRUNED, RESUMED, WITHDRAWN,
     MarkResuming, Settle, apply_transitions, parse_timestamp, settle_deadline_passed)
@@ -141,10 +141,21 @@ def _vanished_item(entry):
             "lifecycle_monitor": entry.get("lifecycle_monitor")}
 
 
+def _matches(selector, entry):
+    """Does a selector name this ledger entry (for domains that no longer exist)?"""
+    return (selector.kind == KIND_UUID and entry["uuid"] == selector.value or
+            selector.kind == KIND_NAME and entry.get("name") == selector.value or
+            selector.kind == KIND_DOMID and entry.get("domid") == selector.value)
+
+
 def plan_resume(records, entries, selectors, exclude=(), protected=(), force_unrecorded=False,
                 clock=None):
     """Targets for a resume. Raises TargetError, with every problem, before touching anything."""
     by_uuid = dict((record.uuid, record) for record in records)
+    # Guests saved to disk are domain_restored's (and recovery's), never resumed from memory.
+    image_entries = [entry for entry in entries.values() if is_image_entry(entry)]
+    image_uuids = set(entry["uuid"] for entry in image_entries)
+    entries = dict((uuid, entry) for uuid, entry in entries.items() if uuid not in image_uuids)
     jobs = []
     vanished = []
     skipped = []
@@ -172,15 +183,19 @@ def plan_resume(records, entries, selectors, exclude=(), protected=(), force_unr
     selection = select_targets(records, selectors, exclude, protected, allow_unmatched=True)
     skipped = selection.skipped
     for selector in selection.unmatched:
-        found = [entry for entry in entries.values() if
-                 selector.kind == KIND_UUID and entry["uuid"] == selector.value or
-                 selector.kind == KIND_NAME and entry.get("name") == selector.value or
-                 selector.kind == KIND_DOMID and entry.get("domid") == selector.value]
+        saved = [entry for entry in image_entries if _matches(selector, entry)]
+        if saved:
+            problems.append("%s is saved to disk (ledger state %s): restore it with domain_restored"
+                            % (saved[0].get("name") or saved[0]["uuid"], saved[0]["state"]))
+            continue
+        found = [entry for entry in entries.values() if _matches(selector, entry)]
         if found:
             vanished.extend(_vanished_item(entry) for entry in sorted(found, key=_entry_order))
         else:
             problems.append("no domain or ledger entry matches %s %r" % (selector.kind, selector.text))
     for record in selection.targets:
+        if record.uuid in image_uuids:
+            continue  # a guest saved to disk: recovery and domain_restored deal with it
         entry = entries.get(record.uuid)
         if entry is None and record.info.suspended and not force_unrecorded:
             problems.append(

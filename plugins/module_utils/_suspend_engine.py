@@ -45,7 +45,7 @@ from ansible_collections.xen.suspend.plugins.module_utils._errors import (
 from ansible_collections.xen.suspend.plugins.module_utils._inventory import (
     domain_type, hvm_params, prefetch_event_channels, suspend_event_channel)
 from ansible_collections.xen.suspend.plugins.module_utils._ledger import (
-    STATE_SUSPENDED as LEDGER_SUSPENDED, make_entry)
+    STATE_SUSPENDED as LEDGER_SUSPENDED, is_image_entry, make_entry)
 from ansible_collections.xen.suspend.plugins.module_utils._ledger_transitions import (
     GONE, NEVER_SENT, NOT_OURS, OTHER_SHUTDOWN, WITHDRAWN, ChangeMethod, ConfirmSuspended,
     KeepPending, RecordIntent, Settle, apply_transitions)
@@ -102,6 +102,14 @@ def validate_options(method=AUTO, ack_timeout=60.0, timeout=60.0, parallel=32, p
         problems.append("parallel must be >= 1, or 0 for no bound, not %r" % (parallel,))
     if problems:
         raise OptionError("invalid options, nothing was touched: " + "; ".join(problems))
+
+
+def _refuse_image_entry(entry):
+    if is_image_entry(entry):
+        raise DomainOperationError(
+            "the ledger records this guest as %s to disk by domain_saved; it is left to "
+            "domain_saved / domain_restored" % ("saved" if entry.get("state") != "saving" else "being saved"),
+            kind="saved_to_disk")
 
 
 class SuspendEngine(object):
@@ -227,6 +235,7 @@ class SuspendEngine(object):
         record.info = info
         job.before = info.state
         entry = entries.get(record.uuid)
+        _refuse_image_entry(entry)
         if info.suspended:
             if entry is None:
                 raise DomainOperationError(
@@ -420,10 +429,13 @@ class SuspendEngine(object):
                     job.after = STATE_GONE
                     raise DomainOperationError("the domain no longer exists", kind="vanished")
                 job.record.info = info
+                if entries is None:
+                    # Also for a running domain: domain_saved may have recorded "saving" since
+                    # our lookup (it writes it under this same lock, then xl save runs).
+                    entries = self.backends.ledger.read()
+                entry = entries.get(job.record.uuid)
+                _refuse_image_entry(entry)
                 if info.suspended:
-                    if entries is None:
-                        entries = self.backends.ledger.read()
-                    entry = entries.get(job.record.uuid)
                     job.after = STATE_SUSPENDED
                     if entry is not None and entry.get("state") == LEDGER_SUSPENDED:
                         job.notes.append("suspended meanwhile by another run of this collection")

@@ -226,8 +226,19 @@ prerequisites:
   returned: when O(gather) has V(prerequisites)
   type: dict
 vanished:
-  description: Ledger entries whose domain no longer exists.
+  description: Ledger entries of guests suspended in memory whose domain no longer exists.
   returned: always
+  type: list
+  elements: dict
+saved:
+  description:
+    - The guests the ledger records as saved to disk (by M(xen.suspend.domain_saved)), or being
+      saved or restored, with their images as they are on disk now.
+    - Each item has C(name), C(uuid), C(state) (V(saving), V(saved) or V(restoring)),
+      C(old_domid), C(image), C(image_size) (as saved), C(image_on_disk_bytes), C(image_present),
+      C(image_xen) (the Xen version that wrote it), C(saved_at), C(running) (a domain with its
+      UUID exists) and C(last_restore_error).
+  returned: when O(gather) has V(domains)
   type: list
   elements: dict
 ledger_error:
@@ -253,6 +264,7 @@ xen_version:
   sample: "4.17"
 '''
 
+import os
 import traceback
 
 from ansible_collections.xen.suspend.plugins.module_utils import _prerequisites, _toolstack
@@ -260,6 +272,7 @@ from ansible_collections.xen.suspend.plugins.module_utils._argument_spec import 
 from ansible_collections.xen.suspend.plugins.module_utils._domain_description import (
     describe_domain, prefetch_control_permissions)
 from ansible_collections.xen.suspend.plugins.module_utils._errors import LedgerError
+from ansible_collections.xen.suspend.plugins.module_utils._ledger import STATE_SAVING, is_image_entry
 from ansible_collections.xen.suspend.plugins.module_utils._module_base import XenSuspendModule
 from ansible_collections.xen.suspend.plugins.module_utils._recovery import recover
 from ansible_collections.xen.suspend.plugins.module_utils._targets import select_targets
@@ -358,9 +371,29 @@ class DomainInfoModule(XenSuspendModule):
                              description["domid"], description["domid"]))
         live = set(record.uuid for record in records)
         result["domains"] = domains
-        result["vanished"] = [dict(entry) for uuid, entry in sorted(entries.items()) if uuid not in live]
+        result["vanished"] = [dict(entry) for uuid, entry in sorted(entries.items())
+                              if uuid not in live and not is_image_entry(entry)]
+        result["saved"] = [describe_saved(entry, entry["uuid"] in live)
+                           for _uuid, entry in sorted(entries.items()) if is_image_entry(entry)]
         # read-only: what the next suspend or resume would settle at its start
         result["recovery"] = recover(backends, entries, act=False).as_dict()
+
+
+def describe_saved(entry, running):
+    """A guest saved to disk, as the ledger records it, with what is on disk now."""
+    image = entry.get("image_part") if entry.get("state") == STATE_SAVING else entry.get("image")
+    try:
+        on_disk = os.stat(image).st_size if image else None
+    except OSError:
+        on_disk = None
+    return {
+        "name": entry.get("name"), "uuid": entry["uuid"], "state": entry.get("state"),
+        "old_domid": entry.get("domid"), "image": entry.get("image"),
+        "image_size": entry.get("image_size"), "image_on_disk_bytes": on_disk,
+        "image_present": on_disk is not None, "image_xen": entry.get("image_xen"),
+        "saved_at": entry.get("saved_at"), "running": running,
+        "last_restore_error": entry.get("last_restore_error"),
+    }
 
 
 def _label(description):

@@ -16,6 +16,7 @@
       suspend_timeout_ms: 60000   # libxl's wait for the guest (xl's 60 s)
       pages_per_mib: 1            # save image size: 4 KiB pages per MiB of guest memory
       log_dir: DIR/log/xen        # where xl-<name>.log go (real xl: /var/log/xen)
+      host_memory_mb: 262144      # `xl info` total_memory; free = total - the guests' memory
     guests:
       - behaviour: linux-pv
         count: 450
@@ -44,7 +45,7 @@ HYPERVISOR_DEFAULTS = {"resume_hypercall_ms": 0, "resume_hypercall_jitter_ms": 0
                        "domctl_lock_us": 0}
 TOP_KEYS = set(GROUP_DEFAULTS) | set(HYPERVISOR_DEFAULTS) | {"guests", "dying_ms", "seed", "xl"}
 GROUP_KEYS = set(GROUP_DEFAULTS) | {"behaviour", "behavior", "count", "name", "params", "xl_faults"}
-XL_KEYS = {"suspend_timeout_ms", "pages_per_mib", "log_dir"}
+XL_KEYS = {"suspend_timeout_ms", "pages_per_mib", "log_dir", "host_memory_mb"}
 
 
 class SpecError(ValueError):
@@ -129,7 +130,7 @@ def normalise(data):
     xl = data.get("xl") or {}
     if not isinstance(xl, dict) or set(xl) - XL_KEYS:
         raise SpecError("xl: must be a mapping with keys among %s" % sorted(XL_KEYS))
-    for k in ("suspend_timeout_ms", "pages_per_mib"):
+    for k in ("suspend_timeout_ms", "pages_per_mib", "host_memory_mb"):
         if k in xl:
             _num(xl[k], k, "xl")
     out = {

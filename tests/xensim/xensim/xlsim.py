@@ -79,6 +79,9 @@ def check_faults(faults, where="xl_faults"):
     return out
 
 
+DEFAULT_HOST_MEMORY_MB = 262144
+
+
 class XlSupport(object):
     def __init__(self, sim, config):
         self.sim = sim
@@ -89,6 +92,9 @@ class XlSupport(object):
             timeout = float(env_timeout)
         self.suspend_timeout = (DEFAULT_SUSPEND_TIMEOUT_MS if timeout is None else float(timeout)) / 1000.0
         self.pages_per_mib = float(config.get("pages_per_mib", 1))
+        # The host's memory as `xl info` reports it: guests take their memory from it, and a
+        # restore that does not fit fails as libxl's freemem() does (no ballooning of dom0).
+        self.host_memory_mb = int(config.get("host_memory_mb", DEFAULT_HOST_MEMORY_MB))
         self.log_dir = config.get("log_dir") or os.path.join(sim.paths["dir"], "log", "xen")
         self.faults = {}          # domain name -> {fault: value}
         self.saves = {}           # domid -> {"stage": ..., "bytes": ...} (for list)
@@ -161,6 +167,14 @@ class XlSupport(object):
     def act_list(self, conn=None):
         doms = [self.hyp.domains[i] for i in sorted(self.hyp.domains)]
         return {"domains": [self.domain_info(d) for d in doms]}
+
+    def free_memory_mb(self):
+        used = sum(d.max_pages // 256 for d in self.hyp.domains.values() if d.domid != 0)
+        return max(0, self.host_memory_mb - used)
+
+    def act_info(self, conn=None):
+        return {"total_memory": self.host_memory_mb, "free_memory": self.free_memory_mb(),
+                "xen_major": 4, "xen_minor": 17}
 
     def act_find(self, dom, conn=None):
         try:
@@ -251,6 +265,9 @@ class XlSupport(object):
                                         "libxl: error: libxl_create.c: cannot make domain: -6"]}
         if type not in ("pv", "pvh", "hvm"):
             return {"error_lines": ["libxl: error: libxl_create.c: unsupported domain type %s" % type]}
+        if int(memory_mb) > self.free_memory_mb():
+            return {"error_lines": ["libxl: error: libxl.c: failed to free memory for the domain",
+                                    "libxl: error: libxl_create.c: cannot make domain: -3"]}
         d = self.hyp.create_domain(name, type, int(memory_mb), int(vcpus), uid=uuidlib.UUID(uuid))
         self.hyp.pause(d.domid)
         self.sim._names.add(name)

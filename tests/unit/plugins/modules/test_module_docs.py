@@ -13,11 +13,12 @@ from ansible_collections.xen.suspend.plugins.doc_fragments.attributes import Mod
 from ansible_collections.xen.suspend.plugins.doc_fragments.common import ModuleDocFragment
 from ansible_collections.xen.suspend.plugins.module_utils._argument_spec import common_argument_spec
 from ansible_collections.xen.suspend.plugins.modules import (
-    domain_info, domain_resumed, domain_suspended)
+    domain_info, domain_restored, domain_resumed, domain_saved, domain_suspended)
 
-MODULES = [domain_suspended, domain_resumed, domain_info]
+MODULES = [domain_suspended, domain_resumed, domain_info, domain_saved, domain_restored]
 SAFETY_FRAGMENTS = {"xen.suspend.common.service_domains": "SERVICE_DOMAINS",
-                    "xen.suspend.common.toolstack": "TOOLSTACK"}
+                    "xen.suspend.common.toolstack": "TOOLSTACK",
+                    "xen.suspend.common.save_dir": "SAVE_DIR"}
 REPO = os.path.realpath(os.path.join(os.path.dirname(__file__), "..", "..", "..", ".."))
 
 

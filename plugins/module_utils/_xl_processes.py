@@ -1,0 +1,48 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) xen.suspend contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""PRIVATE to the xen.suspend collection: which live ``xl`` processes work on a save image.
+
+A save or restore run can die while the ``xl save`` / ``xl restore`` it started goes on (xl
+runs in a session of its own, so that a restored guest's monitor outlives the task). Until that
+xl ends, nobody else may judge the guest from what it sees: the domain is half-saved or
+half-built. Every process whose command line runs an ``xl`` (its own executable, or a script
+called ``xl`` under an interpreter) with ``save`` or ``restore`` and names the image counts.
+"""
+
+import os
+
+PROC = "/proc"
+XL_VERBS = ("save", "restore")
+
+
+def xl_working_on(path, proc_dir=PROC):
+    """PIDs of live xl processes whose arguments name ``path`` (sorted)."""
+    if not path:
+        return []
+    found = []
+    try:
+        names = os.listdir(proc_dir)
+    except OSError:
+        return []
+    for name in names:
+        if not name.isdigit():
+            continue
+        try:
+            with open(os.path.join(proc_dir, name, "cmdline"), "rb") as handle:
+                raw = handle.read(65536)
+        except (IOError, OSError):
+            continue  # gone meanwhile, or not ours to read
+        argv = [part.decode("utf-8", "replace") for part in raw.split(b"\0") if part]
+        if _is_xl_on(argv, path):
+            found.append(int(name))
+    return sorted(found)
+
+
+def _is_xl_on(argv, path):
+    for index, arg in enumerate(argv[:3]):  # xl itself, or an interpreter running a script xl
+        if os.path.basename(arg) == "xl":
+            rest = argv[index + 1:]
+            return any(verb in rest for verb in XL_VERBS) and path in rest
+    return False
