@@ -185,7 +185,7 @@ def test_truncated_image_is_refused_and_kept(dom0, fault_guests, ansible):
     dom0.ssh("truncate -s %d %s" % (size // 2, image))
     domains_before = xl_names(dom0)
 
-    restored = call_module(ansible, "domain_restored", domains=[name], save_dir=save_dir, ledger=ledger)
+    restored = call_module(ansible, "domain_restored", domains=[name], ledger=ledger)
     assert_failure_names(restored, name)
     assert int(dom0.ssh("stat -c %%s %s" % image).stdout) == size // 2, "the image was not kept"
     assert xl_names(dom0) == domains_before, "a half-created domain was left"
@@ -206,7 +206,7 @@ def test_restore_while_the_guest_already_runs_is_refused(dom0, fault_guests, ans
     running = wait_for(lambda: _beating(dom0, name), "the cold-booted %s beats" % name)
     assert running.incarnation != before.incarnation
 
-    restored = call_module(ansible, "domain_restored", domains=[name], save_dir=save_dir, ledger=ledger)
+    restored = call_module(ansible, "domain_restored", domains=[name], ledger=ledger)
     assert_failure_names(restored, name)
     assert_runs_on(dom0, name, running)
     assert int(dom0.ssh("stat -c %%s %s" % image).stdout) == size, "the image was not kept"

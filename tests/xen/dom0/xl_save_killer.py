@@ -23,7 +23,8 @@ def xl_saves():
                 argv = [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
         except OSError:
             continue
-        if argv and os.path.basename(argv[0]) == "xl" and "save" in argv[1:3]:
+        # xl itself, or Debian's wrapper script running it (sh /usr/sbin/xl save ...)
+        if any(os.path.basename(a) == "xl" for a in argv[:2]) and "save" in argv[1:4]:
             yield int(pid), argv
 
 
@@ -40,9 +41,11 @@ def written_image(pid):
 
 
 started = time.monotonic()
-out = {"killed_pid": None}
+out = {"killed_pid": None, "seen": []}
 while time.monotonic() - started < timeout and out["killed_pid"] is None:
     for pid, argv in xl_saves():
+        if argv not in out["seen"]:
+            out["seen"].append(argv)
         if not (domid in argv or any(uuid in a for a in argv) or written_image(pid)):
             continue
         image = written_image(pid)

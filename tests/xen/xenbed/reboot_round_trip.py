@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from .ansible_runner import AnsibleRunner
 from .guests import create_guests
 from .module_calls import call_module
-from .saverestore import facts, image_info, wait_for, xl_restore, xl_save
+from .saverestore import beats_on_from, facts, image_info, wait_for, xl_restore, xl_save
 
 XL_GUESTS = {"rt-xl-xs": "xenstore", "rt-xl-ev": "evtchn"}
 MODULE_GUESTS = {"rt-mod-xs": "xenstore", "rt-mod-ev": "evtchn"}
@@ -32,6 +32,7 @@ class GroupOutcome:
     images_walked: dict = field(default_factory=dict)  # name -> xl_image.py's JSON, before the reboot
     after_reboot: dict = field(default_factory=dict)   # name -> image size seen after the reboot
     restores: dict = field(default_factory=dict)    # name -> Transfer (xl) or per-domain result
+    first_after: dict = field(default_factory=dict)  # name -> GuestFacts at its first beat after the restore
     module_results: dict = field(default_factory=dict)  # "saved" / "restored" -> whole result
     error: str = None                               # the first step that failed, with its traceback
 
@@ -96,11 +97,12 @@ def run(dom0, workdir):
     # -- restore, after the reboot (a new Ansible connection: the old one died with dom0)
     for name in XL_GUESTS:
         xl.restores[name] = xl_restore(dom0, xl.images[name])
+        xl.first_after[name] = beats_on_from(dom0, name, xl.before[name], timeout=120)
     ansible_after = AnsibleRunner(dom0, workdir / "after-reboot")
     if modules.error is None:
         try:
             restored = call_module(ansible_after, "domain_restored", domains=sorted(MODULE_GUESTS),
-                                   save_dir=MODULE_SAVE_DIR, ledger=MODULE_LEDGER)
+                                   ledger=MODULE_LEDGER)
             modules.module_results["restored"] = restored
             for entry in restored.get("domains", []):
                 modules.restores[entry["name"]] = entry

@@ -70,7 +70,7 @@ printf '%s\n%s\n%s\n%s\n%s\n%s\n' "$domid" "$uuid" "$(r data/heartbeat)" "$(r da
                       int(advertised) if advertised.isdigit() else 0)
 
 
-def wait_for(predicate, what, timeout=60, interval=0.3):
+def wait_for(predicate, what, timeout=120, interval=0.3):
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
@@ -123,7 +123,7 @@ def monitor_pid(dom0, name, domid):
     return int(pids[-1]) if alive.rc == 0 else None
 
 
-def beats_on_from(dom0, name, before, timeout=60):
+def beats_on_from(dom0, name, before, timeout=120):
     """Wait until the restored guest beats again; return its facts once the heartbeat is past
     `before`'s (same incarnation: it is the same memory, not a new boot)."""
     def advanced():
