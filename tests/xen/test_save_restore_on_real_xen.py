@@ -142,8 +142,9 @@ def test_sigkill_of_xl_save_mid_save_leaves_the_guest_running(dom0, fault_guests
     finally:
         thread.join(timeout=160)
     killed = json.loads(killer["result"].stdout or "{}")
-    assert killed.get("killed_pid"), "xl save was never caught mid-save: %s %s" % (
-        killer["result"].stdout, killer["result"].stderr)
+    assert killed.get("killed_pid"), "xl save was never caught mid-save: %s %s\nthe module said: %s" % (
+        killer["result"].stdout, killer["result"].stderr,
+        json.dumps({k: result.get(k) for k in ("failed", "msg", "domains")}, default=str)[:3000])
     assert_failure_names(result, name)
     entry = per_domain(result, name)
     assert entry["error"] and entry["error"].get("phase"), entry
