@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from xenbed import reboot_round_trip as round_trip
 from xenbed.dom0 import Dom0
 from xenbed.guests import create_guests
 from xenbed.images import FLAVOURS, ImageUnavailable, ensure_image
@@ -85,6 +86,19 @@ def smoke_guests(dom0):
     return {g.kind: g for g in guests}
 
 
+@pytest.fixture(scope="session")
+def reboot_round_trip(dom0, tmp_path_factory):
+    """Per flavour, guests saved (with xl, and with the collection's modules), dom0 rebooted
+    once, the guests restored: see xenbed/reboot_round_trip.py. Shared by
+    test_xl_save_restore_across_reboot.py and test_save_restore_on_real_xen.py."""
+    trip = round_trip.run(dom0, tmp_path_factory.mktemp("reboot-round-trip"))
+    record(dom0.image.flavour, **trip.reboot.figures())
+    record(dom0.image.flavour, xl_save={n: s.figures() for n, s in trip.xl.saves.items()},
+           xl_restore={n: r.figures() for n, r in trip.xl.restores.items()})
+    record(dom0.image.flavour, **round_trip.module_figures(trip))
+    return trip
+
+
 def pytest_terminal_summary(terminalreporter):
     if TIMINGS:
         REPORT.parent.mkdir(parents=True, exist_ok=True)
@@ -93,6 +107,7 @@ def pytest_terminal_summary(terminalreporter):
         for flavour, figures in sorted(TIMINGS.items()):
             terminalreporter.write_line("%s: %s" % (flavour, json.dumps(figures, sort_keys=True)))
         terminalreporter.write_line("(also written to %s)" % REPORT)
+        _print_save_restore_summary(terminalreporter)
     if UNAVAILABLE:
         terminalreporter.section("REAL XEN TESTS DID NOT RUN", sep="!", red=True, bold=True)
         for reason in sorted(set(UNAVAILABLE)):
@@ -100,6 +115,35 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.write_line(
             "  They need QEMU and, to build the images once, root: run `sudo make test` "
             "(or `make deps` as root, then `make test`).", red=True)
+
+
+def _print_save_restore_summary(terminalreporter):
+    """The save/restore figures the issue asks for, per flavour, in words."""
+    lines = []
+    for flavour, figures in sorted(TIMINGS.items()):
+        bench = figures.get("save_restore_bench")
+        if bench:
+            lines.append(
+                "%s: %d x %d MiB guests: save all at once %.1f s vs one at a time (xendomains) %.1f s"
+                " = x%.2f; %.0f MiB/s = %.2f of the disk's dd+fsync %.0f MiB/s (one at a time: %.2f);"
+                " restore all at once %.1f s vs one at a time %.1f s = x%.2f" % (
+                    flavour, bench["guests"], bench["guest_MiB"], bench["save_parallel_s"],
+                    bench["save_serial_s"], bench["save_parallel_over_serial_speedup"],
+                    bench["save_parallel_MiB_per_s"], bench["save_parallel_over_disk_bandwidth"],
+                    bench["disk_dd_fsync_MiB_per_s"], bench["save_serial_over_disk_bandwidth"],
+                    bench["restore_parallel_s"], bench["restore_serial_s"],
+                    bench["restore_parallel_over_serial_speedup"]))
+        if "reboot_round_trip_s" in figures:
+            lines.append("%s: dom0 reboot -> SSH %.1f s, -> xenstored + xl %.1f s" % (
+                flavour, figures["reboot_to_ssh_s"], figures["reboot_round_trip_s"]))
+        for kind in ("xl_save", "xl_restore", "module_save", "module_restore"):
+            for name, one in sorted(figures.get(kind, {}).items()):
+                lines.append("%s: %s %s: %s s, %s MiB/s (%s MiB)" % (
+                    flavour, kind, name, one.get("s"), one.get("MiB_per_s"), one.get("MiB")))
+    if lines:
+        terminalreporter.section("save / restore on real Xen")
+        for line in lines:
+            terminalreporter.write_line(line)
 
 
 @pytest.hookimpl(wrapper=True)

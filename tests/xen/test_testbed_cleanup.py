@@ -1,4 +1,5 @@
-"""Interrupting a test-bed run at any point leaves no QEMU process behind."""
+"""Interrupting a test-bed run at any point leaves no QEMU process behind, and a QEMU that exits
+on its own (dom0 powered off) ends `xenbed up` instead of leaving it waiting on a zombie."""
 import os
 import re
 import signal
@@ -70,4 +71,36 @@ def test_interrupted_pytest_session_leaves_no_qemu(testbed_image, sig):
                "test_testbed_smoke.py::test_heartbeat_advances"]
     pids, rc = start_and_interrupt(command, sig, env={"XEN_SUSPEND_FLAVOURS": "bookworm"})
     assert rc != 0
+    assert_all_gone(pids)
+
+
+SSH_HINT = re.compile(r"ssh -i (\S+) -p (\d+) root@127\.0\.0\.1")
+
+
+def test_launcher_notices_that_qemu_exited(testbed_image):
+    """dom0 powers off (its init's poweroff), Xen powers the machine off, QEMU exits: `xenbed
+    up` must end with an error, not keep sleeping beside a dead (zombie) QEMU."""
+    proc = subprocess.Popen([sys.executable, "-m", "xenbed", "up", "bookworm"], cwd=HERE,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    pids, hint, seen = [], None, []
+    try:
+        deadline = time.monotonic() + 300
+        for line in proc.stderr:
+            seen.append(line)
+            pids += [int(p) for p in QEMU_PID.findall(line)]
+            hint = SSH_HINT.search(line)
+            if hint or time.monotonic() > deadline:
+                break
+        assert hint, "the bed never came up:\n" + "".join(seen[-20:])
+        key, port = hint.group(1), hint.group(2)
+        subprocess.run(["ssh", "-i", key, "-p", port, "-o", "StrictHostKeyChecking=no",
+                        "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes",
+                        "-o", "LogLevel=ERROR", "root@127.0.0.1", "poweroff"], timeout=60, check=False)
+        rc = proc.wait(timeout=90)
+        rest = proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert rc == 1, rest
+    assert "QEMU exited" in rest
     assert_all_gone(pids)

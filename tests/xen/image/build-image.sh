@@ -90,6 +90,10 @@ echo xen-suspend-dom0 >"$root/etc/hostname"
 printf '127.0.0.1 localhost\n127.0.1.1 xen-suspend-dom0\n' >"$root/etc/hosts"
 printf '/dev/vda / ext4 rw,relatime 0 1\n' >"$root/etc/fstab"
 install -m 755 "$here/dom0-init" "$root/sbin/xen-suspend-init"
+# No systemd, so no reboot/poweroff/halt: the init answers to those names (see dom0-init).
+for verb in reboot poweroff halt; do
+  [ -e "$root/sbin/$verb" ] || ln -s xen-suspend-init "$root/sbin/$verb"
+done
 ssh-keygen -q -t ed25519 -N '' -C xen-suspend-testbed -f "$work/id_ed25519"
 install -d -m 700 "$root/root/.ssh"
 install -m 600 "$work/id_ed25519.pub" "$root/root/.ssh/authorized_keys"
@@ -115,7 +119,8 @@ t3=$(date +%s)
 
 for m in dev/pts dev sys proc; do umount -l "$root/$m"; done
 used_mb=$(du -sm "$root" | cut -f1)
-size_mb=$((used_mb * 13 / 10 + 384))
+# Room for the save/restore tests' images (guest memory saved to dom0's disk, several at once)
+size_mb=$((used_mb * 13 / 10 + 1664))
 log "packing ${used_mb} MiB into a ${size_mb} MiB ext4 image"
 truncate -s "${size_mb}M" "$work/dom0.img"
 mkfs.ext4 -q -F -L xen-suspend-dom0 -d "$root" "$work/dom0.img"

@@ -39,6 +39,8 @@ class AnsibleRunner:
     def __init__(self, dom0, workdir):
         self.dom0 = dom0
         self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.control_dir = tempfile.mkdtemp(prefix="xs-cp-")  # short: a socket path has 108 bytes
         self.inventory = dom0.ansible_inventory(self.workdir / "inventory.ini")
         self.collections = collections_dir()
 
@@ -56,7 +58,10 @@ class AnsibleRunner:
         env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(self.collections),
                    ANSIBLE_HOST_KEY_CHECKING="False", ANSIBLE_PIPELINING="True",
                    ANSIBLE_NOCOLOR="1", ANSIBLE_RETRY_FILES_ENABLED="False",
-                   ANSIBLE_LOCALHOST_WARNING="False", ANSIBLE_INVENTORY_UNPARSED_WARNING="False")
+                   ANSIBLE_LOCALHOST_WARNING="False", ANSIBLE_INVENTORY_UNPARSED_WARNING="False",
+                   # SSH connections shared by this runner only: after a dom0 reboot a new
+                   # runner starts clean instead of reusing a master whose dom0 is gone
+                   ANSIBLE_SSH_CONTROL_PATH_DIR=self.control_dir)
         proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
         results = {p.stem: json.loads(p.read_text()) for p in results_dir.glob("*.json")}
         return PlaybookRun(proc.returncode, proc.stdout, proc.stderr, results)

@@ -1,0 +1,86 @@
+"""Benchmark, printed at the end of the real-Xen run: N guests saved (and restored) all at once
+against the same N one at a time, the way xendomains does it, and against dom0's own sequential
+write bandwidth to the same disk measured in the same run (dd with conv=fsync).
+
+Plain xl, so the figures are the platform's, not the collection's: `xl save -p` leaves each
+guest paused after a cancelled suspend, so the same guests are unpaused and saved again for the
+second pass; every pass ends with a sync, so both count the data reaching the disk. Restores
+read back the images of the parallel pass, one at a time and then all at once.
+
+Guards, so a figure cannot come from a broken run: every image is complete (walked to its END
+record) and every restored guest beats on with the same memory.
+"""
+import pytest
+
+from xenbed.guests import create_guests
+from xenbed.measurements import record
+from xenbed.saverestore import (beats_on_from, disk_write_bandwidth, facts, image_info, timed)
+
+N = 3
+GUEST_MIB = 128
+BENCH_DIR = "/var/lib/xen-suspend/bench"
+NAMES = ["bench-%d" % i for i in range(1, N + 1)]
+
+
+@pytest.fixture(scope="module")
+def bench_guests(dom0):
+    dom0.ssh("mkdir -p -m 0700 %s && rm -f %s/*" % (BENCH_DIR, BENCH_DIR))
+    made = create_guests(dom0, [(name, "xenstore") for name in NAMES], memory_mb=GUEST_MIB)
+    yield made
+    dom0.ssh("for g in %s; do xl destroy $g; done 2>/dev/null; rm -rf %s" % (" ".join(NAMES), BENCH_DIR),
+             check=False)
+
+
+def images(suffix):
+    return {name: "%s/%s.%s" % (BENCH_DIR, name, suffix) for name in NAMES}
+
+
+def save_pass(dom0, paths, parallel):
+    joiner = " & " if parallel else " && "
+    saves = joiner.join("xl save -p %s %s" % (name, path) for name, path in paths.items())
+    _, seconds = timed(dom0, "%s%s sync" % (saves, " & wait; " if parallel else " && "), timeout=600)
+    return seconds
+
+
+def restore_pass(dom0, paths, parallel):
+    joiner = " & " if parallel else " && "
+    restores = joiner.join("xl restore -p %s" % path for path in paths.values())
+    _, seconds = timed(dom0, "%s%s" % (restores, " & wait" if parallel else ""), timeout=600)
+    return seconds
+
+
+def test_parallel_and_serial_save_and_restore_against_disk_bandwidth(dom0, bench_guests):
+    total_mib = N * GUEST_MIB
+    before = {name: facts(dom0, name) for name in NAMES}
+    disk_mib_s, dd_s = disk_write_bandwidth(dom0, BENCH_DIR, total_mib)
+
+    serial_save_s = save_pass(dom0, images("serial"), parallel=False)
+    dom0.ssh("for g in %s; do xl unpause $g; done && rm -f %s/*.serial" % (" ".join(NAMES), BENCH_DIR))
+    parallel_save_s = save_pass(dom0, images("parallel"), parallel=True)
+    walked = {name: image_info(dom0, path) for name, path in images("parallel").items()}
+    assert all(w["complete"] for w in walked.values()), walked
+    image_mib = sum(w["size"] for w in walked.values()) / 2**20
+
+    dom0.ssh("for g in %s; do xl destroy $g; done" % " ".join(NAMES))
+    serial_restore_s = restore_pass(dom0, images("parallel"), parallel=False)
+    dom0.ssh("for g in %s; do xl destroy $g; done" % " ".join(NAMES))
+    parallel_restore_s = restore_pass(dom0, images("parallel"), parallel=True)
+    dom0.ssh("for g in %s; do xl unpause $g; done" % " ".join(NAMES))
+    for name in NAMES:
+        after = beats_on_from(dom0, name, before[name])
+        assert after.incarnation == before[name].incarnation
+
+    figures = {
+        "guests": N, "guest_MiB": GUEST_MIB, "images_MiB": round(image_mib, 1),
+        "disk_dd_fsync_MiB_per_s": round(disk_mib_s, 1), "disk_dd_s": round(dd_s, 2),
+        "save_serial_s": round(serial_save_s, 2), "save_parallel_s": round(parallel_save_s, 2),
+        "save_parallel_MiB_per_s": round(image_mib / parallel_save_s, 1),
+        "save_serial_MiB_per_s": round(image_mib / serial_save_s, 1),
+        "save_parallel_over_serial_speedup": round(serial_save_s / parallel_save_s, 2),
+        "save_parallel_over_disk_bandwidth": round(image_mib / parallel_save_s / disk_mib_s, 2),
+        "save_serial_over_disk_bandwidth": round(image_mib / serial_save_s / disk_mib_s, 2),
+        "restore_serial_s": round(serial_restore_s, 2), "restore_parallel_s": round(parallel_restore_s, 2),
+        "restore_parallel_over_serial_speedup": round(serial_restore_s / parallel_restore_s, 2),
+    }
+    record(dom0.image.flavour, save_restore_bench=figures)
+    assert total_mib <= image_mib <= total_mib * 1.02
