@@ -29,9 +29,13 @@ With --reboot (make rehearse REBOOT=1) the simulated dom0 can be saved to disk a
 simulator's xl is on the modules' PATH, xen_suspend_save_dir is in the temporary directory,
 host_maintenance_reboot_command / host_maintenance_boot_time_command are the simulator's reboot
 and boot id, and TASKS runs with host_maintenance_mode=save and host_maintenance_reboot=true.
+The inventory sets host_maintenance_wait_time_sync=false: the simulated dom0 runs on this
+machine, whose clock (chrony on a laptop, often unsynchronised) is not the dom0's, and the wait
+would hold the restore for up to 300 s (-e host_maintenance_wait_time_sync=true rehearses it).
 
-Exit status: ansible-playbook's, or 3 when it succeeded but guests are left suspended (or, with
---reboot, saved images are left on disk). No root.
+Exit status: 3 when guests are left suspended (or, with --reboot, saved images are left on disk),
+whether ansible-playbook succeeded or failed (its status is printed); else ansible-playbook's.
+No root.
 """
 
 import argparse
@@ -84,6 +88,9 @@ def main(argv=None):
             print("== simulated dom0 up: fleet %s, %d guests; inventory %s (host dom0-sim, group %s)" % (
                 args.fleet, len(dom0.list_domains()) - 1, dom0.inventory, args.group))
             print("== ansible-playbook -i %s %s" % (dom0.inventory, " ".join(shlex.quote(a) for a in command + extra)))
+            if args.reboot:
+                print("   (the inventory sets host_maintenance_wait_time_sync=false: the simulated dom0's clock is "
+                      "this machine's; -e host_maintenance_wait_time_sync=true rehearses the wait)")
             rc = dom0.playbook(command + extra, cwd=cwd)
             domains = dom0.list_domains()
             left = sorted(name for name, d in domains.items() if d.get("shutdown_code") == SHUTDOWN_SUSPEND)
@@ -93,8 +100,15 @@ def main(argv=None):
             on_disk = sorted(os.path.basename(path) for path in glob.glob(os.path.join(dom0.save_dir, "*")))
             if args.reboot:
                 print("== left on disk in the save directory: %s" % (", ".join(on_disk) or "none"))
-            if rc == 0 and (left or on_disk):
-                print("!! the playbook succeeded but left guests %s" % ("suspended" if left else "saved on disk"))
+            if left or on_disk:
+                # Exit 3 either way: guests left behind matter more than whether the play was green.
+                what = " and ".join(part for part in (
+                    "suspended" if left else "", "saved on disk" if on_disk else "") if part)
+                if rc == 0:
+                    print("!! the playbook succeeded but left guests %s (exit status 3)" % what)
+                else:
+                    print("!! ansible-playbook failed (rc=%d) and left guests %s (exit status 3); "
+                          "xen.suspend.resume brings them back" % (rc, what))
                 return 3
             return rc
     except (KeyboardInterrupt, Interrupted) as exc:

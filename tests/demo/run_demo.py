@@ -135,11 +135,11 @@ def cell(value, template="%.2f"):
     return "-" if value is None else template % value
 
 
-def summarize_reboot(save, restore, reboot, boots, leftovers, wall_seconds):
+def summarize_reboot(save, restore, reboot_seconds, time_sync, boots, leftovers, wall_seconds):
     """The per-guest table of the save/reboot/restore run and a summary; True when every saved
     guest runs again and nothing is left on disk or in the ledger."""
     rows = restore["guests"]
-    header = ("guest", "image MiB", "save s", "save MiB/s", "restore s", "restore MiB/s", "restored, or why not")
+    header = ("guest", "image MiB", "save s", "write MiB/s", "restore s", "restore MiB/s", "restored, or why not")
     saves = dict((row["uuid"], row) for row in save["guests"])
     lines = [header]
     for row in rows:
@@ -154,20 +154,32 @@ def summarize_reboot(save, restore, reboot, boots, leftovers, wall_seconds):
         print("  ".join(cells + [line[-1]]).rstrip())
         if number == 0:
             print("  ".join("-" * width for width in widths + [len(header[-1])]))
+    print("(write MiB/s: image over xl save plus the flush to disk; restore MiB/s: image over restore s)")
     restored = [row for row in rows if row["state"] == "restored"]
     sizes = [row["image_size"] for row in rows if row.get("image_size")]
     sstats, rstats = save.get("stats") or {}, restore.get("stats") or {}
     print()
     print("saved             %d guests, %.1f MiB of images, %s s wall (parallel %s)" % (
         len(save["saved"]), sum(sizes) / MIB, cell(sstats.get("wall_seconds")), REBOOT_VARS["fleet_save_parallel"]))
-    print("dom0 reboot       %s -> %s, %s s (ansible.builtin.reboot with the simulator's reboot command)" % (
-        boots[0][:8], boots[1][:8], reboot.get("elapsed", "-") if reboot else "-"))
+    print("dom0 reboot       boot id %s -> %s, %s (ansible.builtin.reboot with the simulator's reboot command)" % (
+        boots[0][:8], boots[1][:8], "%.1f s" % reboot_seconds if reboot_seconds is not None else "not timed"))
+    print("dom0 clock        %s" % (time_sync or "not reported"))
     print("restored          %d of %d saved, %s s wall (parallel %s, order %s)" % (
         len(restored), len(save["saved"]), cell(rstats.get("wall_seconds")), REBOOT_VARS["fleet_restore_parallel"],
         ", ".join(REBOOT_VARS["fleet_restore_order"])))
     print("left behind       %s" % (", ".join(leftovers) or "nothing (ledger empty, no image left)"))
     print("whole demo        %.1f s" % wall_seconds)
     return len(restored) == len(save["saved"]) and not leftovers and boots[0] != boots[1]
+
+
+def reboot_task_seconds(events):
+    """How long the reboot task ran: from the event just before it to its own (ansible.builtin.reboot's
+    `elapsed` counts whole seconds, 0 for the simulator's sub-second reboot)."""
+    for before, record in zip(events, events[1:]):
+        if record.get("action") == "ansible.builtin.reboot" and record.get("event") == "ok":
+            if "time" in before and "time" in record:
+                return record["time"] - before["time"]
+    return None
 
 
 def run_reboot(args, started):
@@ -179,7 +191,8 @@ def run_reboot(args, started):
         shown = dict(REBOOT_VARS, host_maintenance_tasks_file=os.path.relpath(TASKS, REPO))
         print("== ansible-playbook xen.suspend.maintenance -e '%s'" % json.dumps(shown))
         print("   (the dom0's inventory gives host_maintenance_reboot_command=`xensimctl reboot`, "
-              "host_maintenance_boot_time_command=`cat <dir>/boot_id` and xen_suspend_save_dir)")
+              "host_maintenance_boot_time_command=`cat <dir>/boot_id`, xen_suspend_save_dir, and "
+              "host_maintenance_wait_time_sync=false: the simulated dom0's clock is this machine's)")
         events_path = os.path.join(dom0.workdir, "events.jsonl")
         rc = dom0.playbook(["xen.suspend.maintenance", "-e", json.dumps(REBOOT_VARS)], env={
             "ANSIBLE_CALLBACK_PLUGINS": CALLBACKS,
@@ -191,8 +204,8 @@ def run_reboot(args, started):
             raise Interrupted("ansible-playbook was interrupted")
         events = read_events(events_path)
         save, restore = last_fact(events, "fleet_save_result"), last_fact(events, "fleet_restore_result")
-        reboot = [record["result"] for record in events
-                  if record.get("action") == "ansible.builtin.reboot" and record.get("event") == "ok"]
+        reboot_seconds = reboot_task_seconds(events)
+        time_sync = last_fact(events, "host_maintenance_time_sync")
         leftovers = sorted(os.listdir(dom0.save_dir)) if os.path.isdir(dom0.save_dir) else []
         if os.path.exists(dom0.ledger):
             with open(dom0.ledger) as handle:
@@ -202,7 +215,7 @@ def run_reboot(args, started):
                   % (rc, ", ".join(leftovers) or "nothing"))
             return 1
         print("== the per-guest table of xen.suspend.fleet_restore (fleet_restore_result.guests)")
-        complete = summarize_reboot(save, restore, reboot[0] if reboot else None, (first_boot, dom0.boot_id()),
+        complete = summarize_reboot(save, restore, reboot_seconds, time_sync, (first_boot, dom0.boot_id()),
                                     leftovers, time.monotonic() - started)
         if rc:
             print("!! ansible-playbook failed (rc=%d)" % rc)

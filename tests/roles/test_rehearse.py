@@ -51,6 +51,11 @@ RESUME = """\
         ledger: "{{ xen_suspend_ledger_path | default(omit) }}"
         xen_run_dir: "{{ xen_suspend_xen_run_dir | default(omit) }}"
 """
+FAIL = """\
+    - name: A maintenance step that fails
+      ansible.builtin.fail:
+        msg: patching failed
+"""
 TASKS = """\
 - name: My dom0 maintenance
   ansible.builtin.command: "true"
@@ -94,6 +99,13 @@ def test_rehearse_runs_my_playbook_on_my_fleet(files, tmp_path):
     assert "left suspended: appliance, web-1, web-2" in out, out
     assert "!! the playbook succeeded but left guests suspended" in out
 
+    # A playbook that fails and leaves guests suspended says both, with exit status 3 too.
+    failing = files("failing.yml", PLAYBOOK % FAIL)
+    rc, out = rehearse("--fleet", fleet, "--playbook", failing)
+    assert rc == 3, out
+    assert "left suspended: appliance, web-1, web-2" in out, out
+    assert "!! ansible-playbook failed (rc=2) and left guests suspended (exit status 3)" in out, out
+
 
 def test_make_rehearse_runs_my_tasks_file_with_the_maintenance_playbook(files):
     fleet = files("fleet.yaml", FLEET)
@@ -131,3 +143,6 @@ def test_make_rehearse_reboot_saves_reboots_and_restores_my_fleet(files):
     assert "3 saved (" in out and "3 restored, 0 already running, 0 failed" in out, out
     assert "3 guests running, left suspended: none" in out, out
     assert "left on disk in the save directory: none" in out, out
+    # The simulated dom0's clock is this machine's: the restore does not wait for it.
+    assert "host_maintenance_wait_time_sync=false" in out, out
+    assert "dom0 clock not waited for (host_maintenance_wait_time_sync=false)" in out, out

@@ -158,6 +158,11 @@ def test_a_guest_that_fails_to_restore_fails_the_host_and_keeps_its_image(make_d
     dom0.admin("xl_fault", name="db-1", faults={})
     run = controller.run("xen.suspend.resume", inventory)
     assert run.rc == 0, run
+    # It waited for xenstored and xl, as the maintenance does after its reboot, before restoring.
+    waited = run.results(host="dom0-rf", task="Wait for xl to answer after the reboot", event="ok")
+    restore = run.results(host="dom0-rf", action="xen.suspend.domain_restored", event="ok")
+    assert len(waited) == len(restore) == 1, run
+    assert waited[0]["seq"] < restore[0]["seq"]
     assert names(run.fact("dom0-rf", "fleet_restore_result")["restored"]) == ["db-1"]
     assert dom0.running() == ["app-1", "db-1", "web-1"]
     assert dom0.uuid("db-1") == db_uuid
@@ -296,6 +301,9 @@ def test_the_restore_waits_for_time_sync_after_the_reboot(make_dom0, controller)
     with open(calls) as handle:
         assert handle.read().strip() == "3"
     assert run.fact("dom0-ts", "host_maintenance_time_sync") == "synchronised (chrony)"
+    report = run.results(host="dom0-ts", task="Report the dom0's clock before the restore", event="ok")
+    assert report and report[0]["result"]["msg"] == "dom0-ts: dom0 clock synchronised (chrony)", run
+    assert report[0]["seq"] < restore[0]["seq"]
     assert dom0.running() == ["linux-pv-1", "linux-pv-2"]
 
     # chrony never synchronises: at the timeout the guests are restored anyway, and it is said.
@@ -315,4 +323,74 @@ def test_the_restore_waits_for_time_sync_after_the_reboot(make_dom0, controller)
                          extra_vars=maintenance_vars(record, host_maintenance_wait_time_sync=False))
     assert run.rc == 0, run
     assert run.results(host="dom0-ts", task="Find the dom0's time synchronisation service", event="ok") == []
+    report = run.results(host="dom0-ts", task="Report the dom0's clock before the restore", event="ok")
+    assert report and "not waited for (host_maintenance_wait_time_sync=false)" in report[0]["result"]["msg"], run
     assert dom0.running() == ["linux-pv-1", "linux-pv-2"]
+
+
+def test_save_mode_keeps_the_protection_and_exclusions_written_for_suspend_mode(make_dom0, controller):
+    """-e fleet_suspend_protected=... (as the README shows for suspend mode) must still protect in
+    save mode: a protected guest is never saved, whichever of the two names protects it."""
+    dom0 = make_dom0("dom0-sp", dict(FAST, guests=[
+        {"behaviour": "linux-pv", "name": "web-1"}, {"behaviour": "linux-pv", "name": "monitoring-1"},
+        {"behaviour": "linux-pv", "name": "backup-1"}, {"behaviour": "linux-pv", "name": "scratch-1"}]))
+    inventory = controller.inventory([dom0], extra_host_vars={"dom0-sp": save_host_vars(
+        dom0, fleet_save_protected=["backup-*"])})
+    record = os.path.join(controller.workdir, "during.json")
+
+    run = controller.run("xen.suspend.maintenance", inventory, extra_vars=maintenance_vars(
+        record, host_maintenance_reboot=False,
+        # comma-separated text, as from the command line or an AWX survey
+        fleet_suspend_protected="monitoring-*", fleet_suspend_exclude="scratch-*"))
+
+    assert run.rc == 0, run
+    with open(record) as handle:
+        during = json.load(handle)["domains"]
+    # During the maintenance only web-1 was on disk; the protected and excluded guests ran.
+    assert sorted(during) == ["Domain-0", "backup-1", "monitoring-1", "scratch-1"], during
+    assert set(during.values()) <= {"running", "blocked"}, during
+    save = run.results(host="dom0-sp", action="xen.suspend.domain_saved", event="ok")
+    assert len(save) == 1 and save[0]["result"]["saved"] == ["web-1"], run
+    result = run.fact("dom0-sp", "fleet_save_result")
+    assert names(result["protected"]) == ["Domain-0", "backup-1", "monitoring-1"]
+    assert names(result["guests"]) == ["web-1"]
+    # dom0 is not counted among the protected guests in the summary.
+    summary = run.results(host="dom0-sp", task="Summarise the save", event="ok")
+    assert summary and "2 protected (dom0 apart)" in summary[0]["result"]["msg"], summary
+    assert dom0.running() == ["backup-1", "monitoring-1", "scratch-1", "web-1"]
+    assert dom0.ledger_entries() == {}
+
+    # With a reboot, the guest protected under the suspend name refuses it before anything is touched.
+    run = controller.run("xen.suspend.maintenance", inventory, extra_vars=maintenance_vars(
+        record, fleet_suspend_protected="monitoring-*", fleet_suspend_exclude="scratch-*",
+        host_maintenance_reboot_allow_running=["xenstore*", "backup-*", "scratch-*"]))
+    assert run.rc == 2, run
+    refusal = run.results(host="dom0-sp", task="Refuse a reboot that would stop domains the save leaves running",
+                          event="failed")
+    assert refusal and "monitoring-1 (domid" in refusal[0]["result"]["msg"], run
+    assert run.results(action="xen.suspend.domain_saved") == []
+
+
+def test_a_long_save_error_is_cut_in_the_table_and_kept_whole_in_the_result(make_dom0, controller):
+    dom0 = make_dom0("dom0-le", dict(FAST, guests=[
+        {"behaviour": "linux-pv", "name": "web-1"},
+        {"behaviour": "linux-pv", "name": "full-1", "xl_faults": {"enospc_after": 4096}}]))
+    inventory = controller.inventory([dom0], extra_host_vars={"dom0-le": save_host_vars(
+        dom0, fleet_save_continue_on_error=True)})
+
+    run = controller.run("xen.suspend.maintenance", inventory, extra_vars=maintenance_vars(
+        os.path.join(controller.workdir, "during.json"), host_maintenance_reboot=False))
+
+    rows = dict((row["name"], row) for row in run.fact("dom0-le", "fleet_save_result")["guests"])
+    full = rows["full-1"]["outcome"]
+    assert rows["full-1"]["state"] == "failed" and len(full) > 100, rows
+    tables = [record["result"]["msg"] for record in run.results(host="dom0-le", task="Show the guests", event="ok")
+              if "msg" in record["result"]]
+    assert len(tables) == 2, run   # the save's, then the restore's
+    lines = tables[0]
+    assert "xl save s" in lines[0] and "write MiB/s" in lines[0], lines
+    line = [text for text in lines if text.startswith("full-1")][0]
+    cell = line[line.index("not saved"):]
+    assert len(cell) == 100 and cell.endswith("...") and full.startswith(cell[:-3]), line
+    assert lines[-1] == "text cut at 100 characters; the full text is in fleet_save_result.guests", lines
+    assert dom0.running() == ["full-1", "web-1"]
