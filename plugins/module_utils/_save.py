@@ -31,6 +31,7 @@ libxenctrl, xenstore, the ledger and xl's monitors are serialised by one lock (t
 writer lock is per process, and the xenstore client has one caller at a time).
 """
 
+import math
 import os
 import re
 import threading
@@ -255,7 +256,7 @@ class SaveEngine(object):
                  continue_on_error=False, check_mode=False, userdata_dir=None, boot_id=None,
                  late_suspend_timeout=LATE_SUSPEND_SETTLE):
         validate_options(parallel, timeout, verify, space_margin_mb, save_dir)
-        if late_suspend_timeout is None or not late_suspend_timeout >= 0:
+        if late_suspend_timeout is None or math.isnan(late_suspend_timeout) or late_suspend_timeout < 0:
             raise OptionError("invalid options, nothing was touched: late_suspend_timeout must be "
                               ">= 0, not %r" % (late_suspend_timeout,))
         self.late_suspend_timeout = float(late_suspend_timeout)
