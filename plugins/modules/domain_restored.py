@@ -53,7 +53,7 @@ options:
     description:
       - Name patterns of guests to restore first, in this order, for example infrastructure
         guests before the applications that need them (V([dns-*, db-*])).
-      - The guests that match none of them come last, by name (numbers in names compare as numbers: V(web-2) before V(web-10)).
+      - The guests that match none of them come last, by name, numbers in names comparing as numbers (V(web-2) before V(web-10)).
     type: list
     elements: str
     default: []
