@@ -38,6 +38,7 @@ import time
 from ansible_collections.xen.suspend.plugins.module_utils._errors import DomainBusy, XenSuspendError
 from ansible_collections.xen.suspend.plugins.module_utils._ledger import (
     STATE_RESTORING, STATE_SAVED, STATE_SAVING)
+from ansible_collections.xen.suspend.plugins.module_utils._save_dir import fsync_directory
 from ansible_collections.xen.suspend.plugins.module_utils._xl_processes import xl_working_on
 from ansible_collections.xen.suspend.plugins.module_utils._ledger_transitions import (
     FOUND_RUNNING, OTHER_SHUTDOWN, RESTORED, SAVE_ABANDONED, AwaitLateSuspend, ReturnToSaved,
@@ -297,11 +298,3 @@ def finish_image(path, archive_dir=None):
         return target
     remove_file(path)
     return None
-
-
-def fsync_directory(directory):
-    fd = os.open(directory or ".", os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
