@@ -19,12 +19,21 @@ from ansible_collections.xen.suspend.plugins.module_utils._xen_libraries import 
 LIST_CHUNK = 64
 
 
-def info_from_entry(entry, ffi):
-    """DomainInfo from a cdata ``xen_dominfo_prefix_t *``."""
+def info_from_entry(entry, ffi, uuid_texts=None):
+    """DomainInfo from a cdata ``xen_dominfo_prefix_t *``. ``uuid_texts``: a dict the caller
+    keeps from handle bytes to their text, as a fleet's poll formats the same 1000 handles
+    many times over (a quarter of a listing's cost otherwise)."""
+    handle = ffi.buffer(entry.handle, 16)[:]
+    if uuid_texts is None:
+        uuid = format_uuid(handle)
+    else:
+        uuid = uuid_texts.get(handle)
+        if uuid is None:
+            uuid = uuid_texts[handle] = format_uuid(handle)
     return DomainInfo(
         domid=int(entry.domain),
         flags=int(entry.flags),
-        uuid=format_uuid(ffi.buffer(entry.handle, 16)[:]),
+        uuid=uuid,
         cpu_time=int(entry.cpu_time),
         tot_pages=int(entry.tot_pages),
         max_pages=int(entry.max_pages),
@@ -51,7 +60,9 @@ class XenCtrl(object):
         self.version = libraries.version
         self.calls = 0
         self._single = self.ffi.new("char[]", DOMINFO_ENTRY_ALLOCATION)
-        self._single_entry = self.ffi.cast("xen_dominfo_prefix_t *", self._single)
+        self._entry_pointer = self.ffi.typeof("xen_dominfo_prefix_t *")
+        self._single_entry = self.ffi.cast(self._entry_pointer, self._single)
+        self._uuid_texts = {}
         self._u64 = self.ffi.new("uint64_t *")
         self._stride = None
         self._chunk = None
@@ -134,7 +145,7 @@ class XenCtrl(object):
             raise XenCallError("xc_domain_getinfolist", errno=ffi.errno, domid=domid)
         if count == 0 or self._single_entry.domain != domid:
             return None
-        return info_from_entry(self._single_entry, ffi)
+        return info_from_entry(self._single_entry, ffi, self._uuid_texts)
 
     def domain_infos(self, domids):
         """{domid: DomainInfo or None} for several domains in as few calls as possible.
@@ -155,7 +166,7 @@ class XenCtrl(object):
         try:
             for entry in self._scan(first, last, stride):
                 if entry.domain in wanted:
-                    result[entry.domain] = info_from_entry(entry, self.ffi)
+                    result[entry.domain] = info_from_entry(entry, self.ffi, self._uuid_texts)
         except _StrideMismatch:
             self._stride = 0
             return self.domain_infos(domids)
@@ -181,7 +192,7 @@ class XenCtrl(object):
                 raise XenCallError("xc_domain_getinfolist", errno=ffi.errno, domid=first)
             if count == 0:
                 break
-            info = info_from_entry(self._single_entry, ffi)
+            info = info_from_entry(self._single_entry, ffi, self._uuid_texts)
             if info.domid < first:  # cannot happen with a sane library; avoid looping forever
                 break
             domains.append(info)
@@ -190,7 +201,8 @@ class XenCtrl(object):
 
     def _list_chunked(self, stride):
         try:
-            return [info_from_entry(entry, self.ffi) for entry in self._scan(0, DOMID_MAX_REAL, stride)]
+            return [info_from_entry(entry, self.ffi, self._uuid_texts)
+                    for entry in self._scan(0, DOMID_MAX_REAL, stride)]
         except _StrideMismatch:
             self._stride = 0
             return None
@@ -203,7 +215,7 @@ class XenCtrl(object):
         ffi = self.ffi
         if self._chunk is None:
             self._chunk = ffi.new("char[]", DOMINFO_ENTRY_ALLOCATION * LIST_CHUNK)
-        buf = self._chunk
+        buf, pointer = self._chunk, self._entry_pointer
         while first <= last:
             self.calls += 1
             count = self.lib.xc_domain_getinfolist(self.xch, first, LIST_CHUNK, buf)
@@ -213,7 +225,7 @@ class XenCtrl(object):
                 return
             previous = first - 1
             for index in range(count):
-                entry = ffi.cast("xen_dominfo_prefix_t *", buf + index * stride)
+                entry = ffi.cast(pointer, buf + index * stride)
                 if entry.domain <= previous:
                     raise _StrideMismatch()
                 previous = entry.domain

@@ -1,5 +1,8 @@
 """Fixtures for the real-Xen test bed: one booted dom0 per flavour (Xen 4.17 on bookworm, Xen
-4.20 on trixie), booted in turn so only one QEMU runs at a time on a 2-core machine.
+4.20 on trixie). Under pytest-xdist (`make test` runs `-n 3 --dist loadgroup`) each flavour's
+tests form one xdist group, so each flavour's bed boots once, in its own worker, and the two
+flavours run side by side (a bed mostly waits on its guests: one flavour alone keeps the load
+of this 2-core machine under 1). Without xdist they run in turn, as before.
 
 Where the bed cannot run (no QEMU, not root and no cached image) the tests are skipped with a
 loud summary, except under CI=true, where they must run and an unavailable bed is a failure.
@@ -17,12 +20,35 @@ from xenbed import reboot_round_trip as round_trip
 from xenbed.dom0 import Dom0
 from xenbed.guests import create_guests
 from xenbed.images import FLAVOURS, ImageUnavailable, ensure_image
-from xenbed.measurements import TIMINGS, record
+from xenbed.measurements import clear_figures, collected, note_unavailable, record
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 REPORT = Path(os.environ.get("XEN_SUSPEND_TESTBED_REPORT",
                              Path(__file__).resolve().parents[2] / "build" / "testbed-timings.json"))
-UNAVAILABLE = []
+HERE = Path(__file__).resolve().parent
+
+
+def pytest_sessionstart(session):
+    if not hasattr(session.config, "workerinput"):  # the controller (or a run without xdist)
+        clear_figures()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_collection_modifyitems(config, items):
+    """The xdist groups of `make test`, made before any other implementation of this hook
+    runs (a wrapper: xdist's own, which reads the groups, may otherwise come first): one per
+    flavour, so its bed boots once in one worker, and one for every other test of the run (the
+    simulator's, the units'), which therefore run one after another as they always did."""
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if "testbed_image" in params and HERE in Path(str(item.fspath)).resolve().parents:
+            item.add_marker(pytest.mark.xdist_group("xenbed-%s" % params["testbed_image"]))
+        else:
+            item.add_marker(pytest.mark.xdist_group("simulated"))
+    # The tests that reboot the dom0 (through reboot_round_trip) come last in their flavour:
+    # every guest the other tests created dies with that reboot.
+    items.sort(key=lambda item: "reboot_round_trip" in getattr(item, "fixturenames", ()))
+    return (yield)
 
 
 def selected_flavours():
@@ -38,7 +64,7 @@ def log(message):
 def _unavailable(reason):
     if IN_CI:
         pytest.fail("the real Xen test bed must run under CI=true, but: " + reason, pytrace=False)
-    UNAVAILABLE.append(reason)
+    note_unavailable(reason)
     pytest.skip("real Xen test bed unavailable: " + reason)
 
 
@@ -87,11 +113,14 @@ def smoke_guests(dom0):
 
 
 @pytest.fixture(scope="session")
-def reboot_round_trip(dom0, tmp_path_factory):
-    """Per flavour, guests saved (with xl, and with the collection's modules), dom0 rebooted
-    once, the guests restored: see xenbed/reboot_round_trip.py. Shared by
+def reboot_round_trip(request, dom0, tmp_path_factory):
+    """Per flavour, guests saved (with the collection's modules, and with plain xl when
+    test_xl_save_restore_across_reboot.py runs: `make bench-xen`, not `make test`), dom0
+    rebooted once, the guests restored: see xenbed/reboot_round_trip.py. Shared by
     test_xl_save_restore_across_reboot.py and test_save_restore_on_real_xen.py."""
-    trip = round_trip.run(dom0, tmp_path_factory.mktemp("reboot-round-trip"))
+    with_xl = any(item.fspath.basename == "test_xl_save_restore_across_reboot.py"
+                  for item in request.session.items)
+    trip = round_trip.run(dom0, tmp_path_factory.mktemp("reboot-round-trip"), with_xl=with_xl)
     record(dom0.image.flavour, **trip.reboot.figures())
     record(dom0.image.flavour, xl_save={n: s.figures() for n, s in trip.xl.saves.items()},
            xl_restore={n: r.figures() for n, r in trip.xl.restores.items()})
@@ -100,27 +129,28 @@ def reboot_round_trip(dom0, tmp_path_factory):
 
 
 def pytest_terminal_summary(terminalreporter):
-    if TIMINGS:
+    timings, unavailable = collected()
+    if timings:
         REPORT.parent.mkdir(parents=True, exist_ok=True)
-        REPORT.write_text(json.dumps(TIMINGS, indent=2, sort_keys=True) + "\n")
+        REPORT.write_text(json.dumps(timings, indent=2, sort_keys=True) + "\n")
         terminalreporter.section("real Xen test bed: measured")
-        for flavour, figures in sorted(TIMINGS.items()):
+        for flavour, figures in sorted(timings.items()):
             terminalreporter.write_line("%s: %s" % (flavour, json.dumps(figures, sort_keys=True)))
         terminalreporter.write_line("(also written to %s)" % REPORT)
-        _print_save_restore_summary(terminalreporter)
-    if UNAVAILABLE:
+        _print_save_restore_summary(terminalreporter, timings)
+    if unavailable:
         terminalreporter.section("REAL XEN TESTS DID NOT RUN", sep="!", red=True, bold=True)
-        for reason in sorted(set(UNAVAILABLE)):
+        for reason in sorted(set(unavailable)):
             terminalreporter.write_line("  " + reason, red=True)
         terminalreporter.write_line(
             "  They need QEMU and, to build the images once, root: run `sudo make test` "
             "(or `make deps` as root, then `make test`).", red=True)
 
 
-def _print_save_restore_summary(terminalreporter):
+def _print_save_restore_summary(terminalreporter, timings):
     """The save/restore figures the issue asks for, per flavour, in words."""
     lines = []
-    for flavour, figures in sorted(TIMINGS.items()):
+    for flavour, figures in sorted(timings.items()):
         bench = figures.get("save_restore_bench")
         if bench:
             lines.append(

@@ -140,7 +140,14 @@ def reboot_guest_and_wait(dom0, name, domid, timeout=120):
     def restarted():
         now = facts(dom0, name)
         return now if now and now.domid != domid and now.heartbeat > 0 else None
-    return wait_for(restarted, "%s restarted after its reboot and beats" % name, timeout, interval=1)
+    try:
+        return wait_for(restarted, "%s restarted after its reboot and beats" % name, timeout, interval=1)
+    except TimeoutError as exc:
+        # what a broken restart leaves to look at: the domains, every xl process with its
+        # state (a stopped monitor shows T), and the monitor's own log
+        seen = dom0.ssh("xl list; ps -eo pid,stat,args | grep '[x]l '; tail -n 20 /var/log/xen/xl-%s.log"
+                        % name, check=False, timeout=30)
+        raise TimeoutError("%s\n%s" % (exc, seen.stdout + seen.stderr)) from None
 
 
 def disk_write_bandwidth(dom0, directory, mib, timeout=600):
@@ -155,3 +162,24 @@ def disk_write_bandwidth(dom0, directory, mib, timeout=600):
 
 def store_value(dom0, domid, relpath):
     return store_read(dom0, "/local/domain/%d/%s" % (domid, relpath))
+
+
+def ledger_entries(dom0, ledger, uuid):
+    """Every entry (a dict with this uuid) anywhere in the ledger file; [] when there is none
+    or no ledger at all."""
+    text = dom0.ssh("cat %s" % ledger, check=False).stdout
+    if not text.strip():
+        return []
+    found = []
+
+    def walk(node):
+        if isinstance(node, dict):
+            if node.get("uuid") == uuid:
+                found.append(node)
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+    walk(json.loads(text))
+    return found
