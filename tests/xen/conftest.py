@@ -92,9 +92,22 @@ def testbed_image(request):
     return image_for(request.param)
 
 
+def bed_vcpus():
+    """dom0 vCPUs for this process's bed. Beds side by side (xdist workers, more than one
+    flavour) get one each: two beds of two MTTCG vCPUs on a 2-core host spin on each other's
+    descheduled vCPUs (measured: three times the CPU for the same tests, guests then miss their
+    restart deadlines), while two one-vCPU beds ran the same tests in about half the time one
+    two-vCPU bed needs per flavour. XEN_SUSPEND_SMP overrides; None: xenbed's default."""
+    if os.environ.get("XEN_SUSPEND_SMP"):
+        return int(os.environ["XEN_SUSPEND_SMP"])
+    if os.environ.get("PYTEST_XDIST_WORKER") and len(selected_flavours()) > 1:
+        return 1
+    return None
+
+
 @pytest.fixture(scope="session")
 def dom0(testbed_image):
-    vm = Dom0(testbed_image, log=log)
+    vm = Dom0(testbed_image, log=log, smp=bed_vcpus())
     vm.boot()
     record(testbed_image.flavour, boot_to_ready_s=round(vm.boot_seconds, 1), accel=vm.accel)
     try:

@@ -112,7 +112,8 @@ class Dom0:
             raise ValueError("XEN_SUSPEND_ACCEL must be auto, tcg or kvm")
         self.memory_mb = memory_mb
         self.dom0_memory_mb = dom0_memory_mb
-        # More vCPUs than host cores makes TCG several times slower; fewer than 2 too.
+        # More vCPUs than host cores makes TCG several times slower; fewer than 2 too, for one
+        # bed alone (beds side by side get 1 each: tests/xen/conftest.py, bed_vcpus).
         self.smp = smp or min(2, os.cpu_count() or 1)
         self.run_dir = Path(run_dir or tempfile.mkdtemp(prefix="xenbed-%s-" % image.flavour))
         self.log = log or (lambda msg: None)
