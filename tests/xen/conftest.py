@@ -1,8 +1,8 @@
 """Fixtures for the real-Xen test bed: one booted dom0 per flavour (Xen 4.17 on bookworm, Xen
-4.20 on trixie). Under pytest-xdist (`make test` runs `-n 3 --dist loadgroup`) each flavour's
-tests form one xdist group, so each flavour's bed boots once, in its own worker, and the two
-flavours run side by side (a bed mostly waits on its guests: one flavour alone keeps the load
-of this 2-core machine under 1). Without xdist they run in turn, as before.
+4.20 on trixie). Under pytest-xdist with --dist loadgroup (`make test-xen-save` runs `-n 2`)
+each flavour's tests form one xdist group, so each flavour's bed boots once, in its own worker,
+and the two flavours run side by side, each bed with one dom0 vCPU (bed_vcpus). Without xdist
+(`make test`) they run in turn, each bed with two.
 
 Where the bed cannot run (no QEMU, not root and no cached image) the tests are skipped with a
 loud summary, except under CI=true, where they must run and an unavailable bed is a failure.
@@ -35,10 +35,10 @@ def pytest_sessionstart(session):
 
 @pytest.hookimpl(wrapper=True)
 def pytest_collection_modifyitems(config, items):
-    """The xdist groups of `make test`, made before any other implementation of this hook
-    runs (a wrapper: xdist's own, which reads the groups, may otherwise come first): one per
-    flavour, so its bed boots once in one worker, and one for every other test of the run (the
-    simulator's, the units'), which therefore run one after another as they always did."""
+    """The xdist groups (for --dist loadgroup), made before any other implementation of this
+    hook runs (a wrapper: xdist's own, which reads the groups, may otherwise come first): one
+    per flavour, so its bed boots once in one worker, and one for every other test of the run
+    (the simulator's, the units'), which then run one after another as without xdist."""
     for item in items:
         params = getattr(getattr(item, "callspec", None), "params", {})
         if "testbed_image" in params and HERE in Path(str(item.fspath)).resolve().parents:
