@@ -128,7 +128,7 @@ def smoke_guests(dom0):
 @pytest.fixture(scope="session")
 def reboot_round_trip(request, dom0, tmp_path_factory):
     """Per flavour, guests saved (with the collection's modules, and with plain xl when
-    test_xl_save_restore_across_reboot.py runs: `make bench-xen`, not `make test`), dom0
+    test_xl_save_restore_across_reboot.py runs: `make test-xen-save`), dom0
     rebooted once, the guests restored: see xenbed/reboot_round_trip.py. Shared by
     test_xl_save_restore_across_reboot.py and test_save_restore_on_real_xen.py."""
     with_xl = any(item.fspath.basename == "test_xl_save_restore_across_reboot.py"
