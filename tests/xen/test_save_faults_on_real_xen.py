@@ -77,6 +77,20 @@ def fault_guests(dom0):
     dom0.ssh("for g in %s; do xl destroy $g; done 2>/dev/null" % " ".join(FAULT_GUESTS), check=False)
 
 
+def saved_image(dom0, ansible, name, save_dir, ledger):
+    """Save ``name`` with domain_saved (it must succeed); (image path, its size)."""
+    saved = call_module(ansible, "domain_saved", domains=[name], save_dir=save_dir, ledger=ledger)
+    assert not saved.get("failed"), saved
+    image = per_domain(saved, name)["image"]
+    return image, int(dom0.ssh("stat -c %%s %s" % image).stdout)
+
+
+def image_entries(dom0, ledger, uuid):
+    """The ledger's saving/saved/restoring entries for ``uuid``."""
+    return [e for e in ledger_entries(dom0, ledger, uuid)
+            if e.get("state") in ("saving", "saved", "restoring")]
+
+
 def fault_paths(name):
     return "%s/faults/%s" % (STATE_DIR, name), "%s/faults/%s.json" % (STATE_DIR, name)
 
@@ -124,8 +138,7 @@ def test_a_guest_that_never_answers_is_left_running_after_xls_own_timeout(dom0, 
     assert took >= 55, "xl gave up after %.0f s, before its own 60 s" % took
     assert request == "", "a suspend request stayed in %s: %r" % (shutdown_node, request)
     assert files_in(dom0, save_dir) == [], "xl's stub image was left"
-    assert [e for e in ledger_entries(dom0, ledger, before.uuid)
-            if e.get("state") in ("saving", "saved", "restoring")] == [], "the entry was not settled"
+    assert image_entries(dom0, ledger, before.uuid) == [], "the entry was not settled"
     # with its access back, it neither acts on a stale request nor stops
     time.sleep(3)
     assert_runs_on(dom0, name, before)
@@ -149,8 +162,7 @@ def test_full_save_disk_leaves_the_guest_running_and_no_partial_image(dom0, faul
     assert_failure_names(result, name)
     assert left == [], "a partial image was left: %s" % left
     assert_runs_on(dom0, name, before)
-    assert [e for e in ledger_entries(dom0, ledger, before.uuid)
-            if e.get("state") in ("saving", "saved", "restoring")] == []
+    assert image_entries(dom0, ledger, before.uuid) == [], "the entry was not settled"
 
 
 # Last of the tests on the shared guest: if xl is not caught mid-save, the save completes and
@@ -183,8 +195,7 @@ def test_sigkill_of_xl_save_mid_save_leaves_the_guest_running(dom0, fault_guests
     assert entry["error"] and entry["error"].get("phase"), entry
     assert_runs_on(dom0, name, before)
     assert files_in(dom0, save_dir) == [], "a partial image was left"
-    assert [e for e in ledger_entries(dom0, ledger, before.uuid)
-            if e.get("state") in ("saving", "saved", "restoring")] == [], "the entry was not settled"
+    assert image_entries(dom0, ledger, before.uuid) == [], "the entry was not settled"
     stray = dom0.ssh("pgrep -af 'xl save|libxl-save-helper'", check=False).stdout
     assert before.uuid not in stray and (" %d " % before.domid) not in stray, stray
 
@@ -193,10 +204,7 @@ def test_truncated_image_is_refused_and_kept(dom0, fault_guests, ansible):
     name = "sf-trunc"
     save_dir, ledger = fault_paths(name)
     before = facts(dom0, name)
-    saved = call_module(ansible, "domain_saved", domains=[name], save_dir=save_dir, ledger=ledger)
-    assert not saved.get("failed"), saved
-    image = per_domain(saved, name)["image"]
-    size = int(dom0.ssh("stat -c %%s %s" % image).stdout)
+    image, size = saved_image(dom0, ansible, name, save_dir, ledger)
     dom0.ssh("truncate -s %d %s" % (size // 2, image))
     domains_before = xl_names(dom0)
 
@@ -212,10 +220,7 @@ def test_restore_while_the_guest_already_runs_is_refused(dom0, fault_guests, ans
     name = "sf-dup"
     save_dir, ledger = fault_paths(name)
     before = facts(dom0, name)
-    saved = call_module(ansible, "domain_saved", domains=[name], save_dir=save_dir, ledger=ledger)
-    assert not saved.get("failed"), saved
-    image = per_domain(saved, name)["image"]
-    size = int(dom0.ssh("stat -c %%s %s" % image).stdout)
+    image, size = saved_image(dom0, ansible, name, save_dir, ledger)
     # someone cold-boots the guest meanwhile: its disks move on, the image is now stale
     dom0.ssh("xl create /etc/xen/%s.cfg" % name)
     running = wait_for(lambda: _beating(dom0, name), "the cold-booted %s beats" % name)
