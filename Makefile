@@ -36,25 +36,30 @@ $(VENV)/.installed: requirements-dev.txt
 	touch $@
 
 # The ecosystem gates (sanity, units, lint, build, docs, ...), then one pytest run with one
-# summary: unit tests, the simulated dom0, roles and modules against it, real Xen in QEMU (one
-# flavour after the other). Both always run; the target fails if either failed.
+# summary: unit tests, the simulated dom0, roles and modules against it, real Xen in QEMU with
+# the save -> dom0 reboot -> restore round trip and the save faults. Three xdist workers, one per
+# group (tests/xen/conftest.py): the simulator's tests, and each flavour's bed of one dom0 vCPU,
+# side by side (about 31 min on a 2-core host; one after the other took 37 min without the
+# save tests). Both always run; the target fails if either failed.
 TEST_DIRS := tests/unit tests/xensim/tests tests/roles tests/integration tests/campaign tests/xen
-# Outside `make test` (its 40 minutes on a 2-core host are spent): the real-Xen save/restore
-# tests (the modules' faults, save -> dom0 reboot -> restore, plain xl's own round trip, the
-# save benchmark), in `make test-xen-save`.
+XDIST := -n 3 --dist loadgroup
+# Outside `make test` (their minutes would take it past 40 on a 2-core host): plain xl's own
+# save/reboot/restore round trip and the save/restore benchmark, in `make test-xen-save`.
+XEN_SAVE_ONLY_TESTS := tests/xen/test_xl_save_restore_across_reboot.py tests/xen/test_save_restore_benchmark.py
 XEN_SAVE_TESTS := tests/xen/test_save_faults_on_real_xen.py tests/xen/test_save_restore_on_real_xen.py \
-  tests/xen/test_xl_save_restore_across_reboot.py tests/xen/test_save_restore_benchmark.py
+  $(XEN_SAVE_ONLY_TESTS)
 test: deps venv
 	@gates=0; VENV=$(VENV) tests/gates/run-gates.sh || gates=$$?; \
-	$(PYTEST) $(TEST_DIRS) $(addprefix --ignore=,$(XEN_SAVE_TESTS)); rc=$$?; \
+	$(PYTEST) $(XDIST) $(TEST_DIRS) $(addprefix --ignore=,$(XEN_SAVE_ONLY_TESTS)); rc=$$?; \
 	if [ $$gates != 0 ]; then echo "!!! $$gates ecosystem gate(s) failed: see the gates table above"; fi; \
 	exit $$(( rc != 0 || gates != 0 ))
 
 gates: venv
 	VENV=$(VENV) tests/gates/run-gates.sh
 
+# The real-Xen part of `make test` alone, both flavours side by side.
 test-xen: deps venv
-	$(PYTEST) tests/xen $(addprefix --ignore=,$(XEN_SAVE_TESTS))
+	$(PYTEST) -n 2 --dist loadgroup tests/xen $(addprefix --ignore=,$(XEN_SAVE_ONLY_TESTS))
 
 # The real-Xen save/restore tests, both flavours side by side (two xdist workers, one bed of one
 # vCPU each: tests/xen/conftest.py; XEN_SUSPEND_FLAVOURS=bookworm for one): the modules' faults,

@@ -7,7 +7,8 @@ the caller starts the save only then (a 96 MiB save takes 3-4 s, about what pyth
 start in a dom0 under TCG).
 
 The xl process is found by its command line (xl ... save ... naming the guest by domid, name
-or an image path with its UUID), the image through its open file descriptors.
+or an image path with its UUID), the image by the path on that command line (else through
+its open file descriptors).
 """
 import json
 import os
@@ -31,12 +32,19 @@ def xl_saves():
             yield int(pid), argv
 
 
-def written_image(pid):
-    """The regular file the xl process has open for writing its image, or None."""
+def written_image(pid, argv=()):
+    """The image the xl process writes: the path on its command line (`xl save -p DOMID PATH`),
+    else the regular file it has open for its image, or None. Not any file naming the UUID:
+    xl also holds the caller's claim lock (claims/UUID.lock), inherited across the exec."""
+    for arg in argv[2:]:
+        if arg.startswith("/") and (".xlsave" in arg or arg.endswith(".part")):
+            return arg
     try:
         for fd in os.listdir("/proc/%d/fd" % pid):
             target = os.readlink("/proc/%d/fd/%s" % (pid, fd))
-            if target.startswith("/") and (uuid in target or ".xlsave" in target or ".part" in target):
+            if target.endswith(".lock") or not target.startswith("/"):
+                continue
+            if uuid in target or ".xlsave" in target or ".part" in target:
                 return target
     except OSError:
         pass
@@ -48,7 +56,7 @@ def watch_closely(pid, argv):
     good part of a second under TCG, the whole save 3-4 s) until its image holds min_bytes,
     then SIGKILL it. False when it ended first."""
     while os.path.exists("/proc/%d" % pid):
-        image = written_image(pid)
+        image = written_image(pid, argv)
         if image is not None:
             out["image_seen"] = image
             try:
@@ -73,7 +81,7 @@ while time.monotonic() - started < timeout and out["killed_pid"] is None:
         # xl itself, not Debian's wrapper shell (which never has the image open)
         if os.path.basename(argv[0]) != "xl":
             continue
-        if not (domid in argv or any(uuid in a for a in argv) or written_image(pid)):
+        if not (domid in argv or any(uuid in a for a in argv) or written_image(pid, argv)):
             continue
         if watch_closely(pid, argv):
             break
