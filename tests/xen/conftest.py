@@ -1,8 +1,8 @@
 """Fixtures for the real-Xen test bed: one booted dom0 per flavour (Xen 4.17 on bookworm, Xen
-4.20 on trixie). Under pytest-xdist with --dist loadgroup (`make test-xen-save` runs `-n 2`)
-each flavour's tests form one xdist group, so each flavour's bed boots once, in its own worker,
-and the two flavours run side by side, each bed with one dom0 vCPU (bed_vcpus). Without xdist
-(`make test`) they run in turn, each bed with two.
+4.20 on trixie). Under pytest-xdist with --dist loadgroup (`make test` runs `-n 3`, `make
+test-xen-save` `-n 2`) each flavour's tests form one xdist group, so each flavour's bed boots
+once, in its own worker, and the two flavours run side by side, each bed with one dom0 vCPU
+(bed_vcpus). Without xdist they run in turn, each bed with two.
 
 Where the bed cannot run (no QEMU, not root and no cached image) the tests are skipped with a
 loud summary, except under CI=true, where they must run and an unavailable bed is a failure.

@@ -36,26 +36,53 @@ def test_prefix_struct_layout_matches_xen_abi():
     assert FFI.offsetof("xen_dominfo_prefix_t", "cpupool") == 92
 
 
-@pytest.mark.parametrize("name", [
+BOTH_FFIS = pytest.mark.parametrize("ffi", [FFI, make_ffi(prebuilt=False)], ids=["prebuilt", "parsed"])
+FUNCTIONS = [
     "xc_interface_open", "xc_interface_close", "xc_version", "xc_domain_getinfolist",
     "xc_domain_pause", "xc_domain_unpause", "xc_domain_shutdown",
     "xc_domain_subscribe_for_suspend", "xc_hvm_param_get", "xc_domain_resume",
     "xenevtchn_open", "xenevtchn_close", "xenevtchn_fd", "xenevtchn_notify",
     "xenevtchn_bind_interdomain", "xenevtchn_unbind", "xenevtchn_pending", "xenevtchn_unmask",
-])
-def test_every_function_is_declared(name):
+]
+
+
+def missing_symbol_errors(ffi):
+    """What looking up a declared function the library lacks raises: AttributeError from a
+    parsed FFI, ffi.error from a prebuilt one."""
+    return (AttributeError, getattr(ffi, "error", AttributeError))
+
+
+@BOTH_FFIS
+@pytest.mark.parametrize("name", FUNCTIONS)
+def test_every_function_is_declared(ffi, name):
     # libc has none of them: a declared function is "not found", an undeclared one unknown.
-    libc = FFI.dlopen(None)
-    with pytest.raises(AttributeError) as caught:
+    libc = ffi.dlopen(None)
+    with pytest.raises(missing_symbol_errors(ffi)) as caught:
         getattr(libc, name)
     assert "not found in library" in str(caught.value)
 
 
-def test_an_undeclared_function_is_unknown():
-    libc = FFI.dlopen(None)
+@BOTH_FFIS
+def test_an_undeclared_function_is_unknown(ffi):
+    libc = ffi.dlopen(None)
     with pytest.raises(AttributeError) as caught:
         getattr(libc, "xc_domain_getinfo")  # deliberately not declared: gone in 4.18
     assert "not found in library" not in str(caught.value)
+
+
+@BOTH_FFIS
+def test_resume_skips_a_real_library_without_it(tmp_path, ffi):
+    """libxenguest opened for real (libc here) without xc_domain_resume: the 4.14/4.15 layout,
+    whatever cffi raises for the missing symbol."""
+    ctrl = FakeXenctrlLib(ffi, hypervisor=(4, 15), with_resume=True)
+
+    def dlopen(ffi_, name):
+        if name.startswith("libxenguest"):
+            return ffi_.dlopen(None)
+        return FakeLoader({"libxenctrl.so.4.15": ctrl})(ffi_, name)
+    libraries = load_xen_libraries(sysfs_dir=sysfs(tmp_path, 4, 15), dlopen=dlopen, ffi=ffi)
+    XenCtrl.open(libraries=libraries).resume(7, True)
+    assert ctrl.resumed == [(7, 1)]
 
 
 # -- fake libraries ------------------------------------------------------------------------------
