@@ -183,8 +183,10 @@ def test_request_left_by_a_killed_run_is_withdrawn_by_resume(make_sim):
     domain_resumed withdraws that request, so the guest never suspends later, unrecorded."""
     sim, runner = make_sim({"heartbeat_ms": 100, "guests": [
         {"behaviour": "slow", "name": "tardy", "quiesce_ms": 100, "jitter_ms": 0,
-         "params": {"ack_delay_ms": 8000, "ack_jitter_ms": 0}}]})
-    # (the slow guest's answer is timed from its boot, when its watch first fires)
+         "params": {"ack_delay_ms": 20000, "ack_jitter_ms": 0}}]})
+    # (the slow guest's answer is timed from its boot, when its watch first fires; 8 s was
+    # too short on a loaded host: it answered and suspended before domain_resumed ran)
+    booted = time.monotonic()
     control = "/local/domain/%d/control/shutdown" % sim.domid("tardy")
     handle = runner.start([{"xen.suspend.domain_suspended": {"domains": ["tardy"], "ack_timeout": 30},
                             "register": "suspend"}], pipelining=False)
@@ -198,7 +200,7 @@ def test_request_left_by_a_killed_run_is_withdrawn_by_resume(make_sim):
     assert sim.ledger_names() == []
     notes = " ".join(play["resume"]["domains"][0]["notes"])
     assert "withdrew" in notes, play["resume"]
-    time.sleep(10)  # past the moment the guest would have answered
+    time.sleep(max(0.0, booted + 21 - time.monotonic()))  # past the moment the guest would have answered
     assert sim.domains()["tardy"]["shutdown_code"] is None, "the guest suspended after all"
     assert_ledger_covers_every_suspended_guest(sim)
 

@@ -161,10 +161,16 @@ class FakeXenstored(object):
             self._fire(path)
 
     def close(self):
-        self.server.close()
-        for conn in self.connections:
+        # shutdown first: a bare close() wakes neither the accept() blocked in our thread (a
+        # client reconnecting meanwhile would still be accepted) nor the client of a connection
+        # whose serving thread sits in recv() (no FIN is sent while it holds the socket)
+        for sock in [self.server] + list(self.connections):
             try:
-                conn.close()
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            try:
+                sock.close()
             except OSError:
                 pass
 

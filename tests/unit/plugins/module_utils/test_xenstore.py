@@ -621,9 +621,10 @@ def test_requests_fail_fast_when_xenstored_does_not_come_back(socket_dir):
     servers.append(server)
     xs = XenstoreClient(timeout=0.5, socket_path=path).connect()
     try:
-        _hang_up(server)
+        # (closed before the hang-up: a client reconnecting in between stayed connected)
         server.close()
         os.unlink(path)
+        _hang_up(server)
         _wait_until(lambda: not xs.connected, timeout=30.0,
                     what="the client to see the connection go")
         start = time.monotonic()
