@@ -8,8 +8,6 @@ import signal
 import stat
 import time
 
-import pytest
-
 from xsim_harness import PYTHON, XENSIM_ROOT, by_name, cmdline, descendants, wait_until
 
 

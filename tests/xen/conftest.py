@@ -164,18 +164,11 @@ def _print_save_restore_summary(terminalreporter, timings):
     """The save/restore figures the issue asks for, per flavour, in words."""
     lines = []
     for flavour, figures in sorted(timings.items()):
-        bench = figures.get("save_restore_bench")
-        if bench:
-            lines.append(
-                "%s: %d x %d MiB guests: save all at once %.1f s vs one at a time (xendomains) %.1f s"
-                " = x%.2f; %.0f MiB/s = %.2f of the disk's dd+fsync %.0f MiB/s (one at a time: %.2f);"
-                " restore all at once %.1f s vs one at a time %.1f s = x%.2f" % (
-                    flavour, bench["guests"], bench["guest_MiB"], bench["save_parallel_s"],
-                    bench["save_serial_s"], bench["save_parallel_over_serial_speedup"],
-                    bench["save_parallel_MiB_per_s"], bench["save_parallel_over_disk_bandwidth"],
-                    bench["disk_dd_fsync_MiB_per_s"], bench["save_serial_over_disk_bandwidth"],
-                    bench["restore_parallel_s"], bench["restore_serial_s"],
-                    bench["restore_parallel_over_serial_speedup"]))
+        for key, who in (("save_restore_bench", "plain xl"),
+                         ("module_save_restore_bench", "domain_saved/domain_restored")):
+            bench = figures.get(key)
+            if bench:
+                lines.append(_bench_line(flavour, who, bench))
         if "reboot_round_trip_s" in figures:
             lines.append("%s: dom0 reboot -> SSH %.1f s, -> xenstored + xl %.1f s" % (
                 flavour, figures["reboot_to_ssh_s"], figures["reboot_round_trip_s"]))
@@ -187,6 +180,18 @@ def _print_save_restore_summary(terminalreporter, timings):
         terminalreporter.section("save / restore on real Xen")
         for line in lines:
             terminalreporter.write_line(line)
+
+
+def _bench_line(flavour, who, bench):
+    return ("%s, %s: %d x %d MiB guests: save all at once %.1f s vs one at a time (xendomains) %.1f s"
+            " = x%.2f; %.0f MiB/s = %.2f of the disk's dd+fsync %.0f MiB/s (one at a time: %.2f);"
+            " restore all at once %.1f s vs one at a time %.1f s = x%.2f" % (
+                flavour, who, bench["guests"], bench["guest_MiB"], bench["save_parallel_s"],
+                bench["save_serial_s"], bench["save_parallel_over_serial_speedup"],
+                bench["save_parallel_MiB_per_s"], bench["save_parallel_over_disk_bandwidth"],
+                bench["disk_dd_fsync_MiB_per_s"], bench["save_serial_over_disk_bandwidth"],
+                bench["restore_parallel_s"], bench["restore_serial_s"],
+                bench["restore_parallel_over_serial_speedup"]))
 
 
 @pytest.hookimpl(wrapper=True)
