@@ -64,8 +64,10 @@ test-xen: deps venv
 # The real-Xen save/restore tests, both flavours side by side (two xdist workers, one bed of one
 # vCPU each: tests/xen/conftest.py; XEN_SUSPEND_FLAVOURS=bookworm for one): the modules' faults,
 # the save -> dom0 reboot -> restore round trip with the modules and with plain xl, and the
-# save/restore benchmark (all at once vs one at a time as xendomains does, vs the dom0 disk's
-# dd+fsync bandwidth; its ratios printed in the run's summary). About 25 minutes.
+# save/restore benchmark, plain xl's and the modules' (all at once vs one at a time as xendomains
+# does, vs the dom0 disk's dd+fsync bandwidth; its ratios printed in the run's summary). About 25
+# minutes. The benchmark alone, one bed of two vCPUs: XEN_SUSPEND_FLAVOURS=trixie $(PYTEST)
+# tests/xen/test_save_restore_benchmark.py (about 2 minutes).
 .PHONY: test-xen-save
 test-xen-save: deps venv
 	$(PYTEST) -n 2 --dist loadgroup $(XEN_SAVE_TESTS)

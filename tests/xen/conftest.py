@@ -183,15 +183,19 @@ def _print_save_restore_summary(terminalreporter, timings):
 
 
 def _bench_line(flavour, who, bench):
-    return ("%s, %s: %d x %d MiB guests: save all at once %.1f s vs one at a time (xendomains) %.1f s"
-            " = x%.2f; %.0f MiB/s = %.2f of the disk's dd+fsync %.0f MiB/s (one at a time: %.2f);"
-            " restore all at once %.1f s vs one at a time %.1f s = x%.2f" % (
-                flavour, who, bench["guests"], bench["guest_MiB"], bench["save_parallel_s"],
-                bench["save_serial_s"], bench["save_parallel_over_serial_speedup"],
+    rounds = bench.get("per_round") or []
+    spread = "; per round: save x%s, restore x%s" % (
+        "/x".join("%.2f" % one["save_speedup"] for one in rounds),
+        "/x".join("%.2f" % one["restore_speedup"] for one in rounds)) if rounds else ""
+    return ("%s, %s: %d x %d MiB guests, medians of %d rounds: save all at once %.1f s vs one at a"
+            " time (xendomains) %.1f s = x%.2f; %.0f MiB/s = %.2f of the disk's dd+fsync %.0f MiB/s"
+            " (one at a time: %.2f); restore all at once %.1f s vs one at a time %.1f s = x%.2f" % (
+                flavour, who, bench["guests"], bench["guest_MiB"], bench.get("rounds", 1),
+                bench["save_parallel_s"], bench["save_serial_s"], bench["save_parallel_over_serial_speedup"],
                 bench["save_parallel_MiB_per_s"], bench["save_parallel_over_disk_bandwidth"],
                 bench["disk_dd_fsync_MiB_per_s"], bench["save_serial_over_disk_bandwidth"],
                 bench["restore_parallel_s"], bench["restore_serial_s"],
-                bench["restore_parallel_over_serial_speedup"]))
+                bench["restore_parallel_over_serial_speedup"])) + spread
 
 
 @pytest.hookimpl(wrapper=True)
