@@ -4,9 +4,10 @@ write bandwidth to the same disk measured in the same run (dd with conv=fsync).
 
 ROUNDS rounds, each measuring the disk, then one at a time, then all at once, so the passes
 compared sit side by side in time; the figures are the medians, and the per-round ratios are
-printed too. One round alone can mislead: the bed's disk is a file on the host, and a host-side
-writeback of the previous passes' gigabytes now and then stalls every write in dom0 for
-seconds (seen: one round's parallel save 2-3x slower than the rounds around it).
+printed too. One round alone can mislead: in 3 of 4 single-round runs on 4.20 the modules'
+parallel save took 4.2-11.5 s, every guest's `xl save` equally slower, against 2.6-3.6 s in 8
+rounds run later on a fresh bed without plain xl's passes before them. The bed's disk is a file
+on the host, so the likeliest cause is the host flushing earlier passes' gigabytes (not proven).
 
 Plain xl first, so the figures are the platform's, not the collection's: `xl save -p` leaves
 each guest paused after a cancelled suspend, so the same guests are unpaused and saved again for
