@@ -736,6 +736,11 @@ def _existing_parent(path):
     return path or os.sep
 
 
+def ledger_records(entries):
+    """What a Selector matches on, for every guest the ledger holds (saved, or on its way)."""
+    return [_EntryRecord(entry) for entry in entries.values()]
+
+
 def unmatched_problems(unmatched, done):
     """Explicit selectors that match no live domain and no guest already saved."""
     problems = []

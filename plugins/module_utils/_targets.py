@@ -179,7 +179,7 @@ def select_targets(records, selectors, exclude=(), protected=(), allow_unmatched
 
     warnings = []
     if not read_only and not allow_unmatched:
-        warnings = _check_safety_options(by_domid, exclude, protected, problems)
+        warnings = check_safety_options(by_domid, exclude, protected, problems)
         if selectors and not chosen and not problems:
             warnings.append("the domains selected nothing to act on (%s)"
                             % ", ".join(repr(selector.text) for selector in selectors))
@@ -189,10 +189,10 @@ def select_targets(records, selectors, exclude=(), protected=(), allow_unmatched
     return Selection(chosen, skipped, unmatched, warnings)
 
 
-def _check_safety_options(records, exclude, protected, problems):
+def check_safety_options(records, exclude, protected, problems):
     """``exclude`` and ``protected`` exist to keep domains safe: an explicit one that matches
-    no domain is a typo that would let the domain it meant be touched (an error); a pattern
-    that matches nothing may be a typo too (a warning)."""
+    no domain is a typo that would let the domain it meant be touched (an error, appended to
+    ``problems``); a pattern that matches nothing may be a typo too (the warnings returned)."""
     warnings = []
     for option, selectors in (("protected", protected), ("exclude", exclude)):
         idle = []

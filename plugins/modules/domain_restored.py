@@ -7,7 +7,7 @@
 DOCUMENTATION = r'''
 module: domain_restored
 short_description: Restore Xen guests that were saved to disk on the dom0
-version_added: 0.2.0
+version_added: 0.1.0
 description:
   - Restores the guests that M(xen.suspend.domain_saved) saved to disk, from their images, with
     C(xl restore). This works across a reboot of the dom0. It is the counterpart of

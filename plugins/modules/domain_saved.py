@@ -310,9 +310,9 @@ from ansible_collections.xen.suspend.plugins.module_utils._image_recovery import
 from ansible_collections.xen.suspend.plugins.module_utils._module_base import XenSuspendModule
 from ansible_collections.xen.suspend.plugins.module_utils._save import (
     DEFAULT_MARGIN_MB, DEFAULT_PARALLEL, DEFAULT_TIMEOUT, VERIFY_CHOICES, VERIFY_STRUCTURE,
-    SaveEngine, SaveJob, saved_jobs, unmatched_problems, validate_options)
+    SaveEngine, SaveJob, ledger_records, saved_jobs, unmatched_problems, validate_options)
 from ansible_collections.xen.suspend.plugins.module_utils._save_preflight import xendomains_warnings
-from ansible_collections.xen.suspend.plugins.module_utils._targets import select_targets
+from ansible_collections.xen.suspend.plugins.module_utils._targets import check_safety_options, select_targets
 from ansible_collections.xen.suspend.plugins.module_utils._xl_commands import XlCommands
 
 
@@ -370,9 +370,13 @@ class DomainSavedModule(XenSuspendModule):
         done = saved_jobs(entries, set(record.uuid for record in records), self.targets,
                           self.exclude, backends.clock)
         problems = unmatched_problems(selection.unmatched, done)
+        # A protected or excluded name that matches nothing is a typo that would let the guest
+        # it means be saved, as in domain_suspended; a guest only in the ledger counts.
+        warnings = check_safety_options(list(records) + ledger_records(entries), self.exclude,
+                                        self.protected, problems)
         if problems:
             raise TargetError("invalid targets, nothing was touched: " + "; ".join(problems))
-        for message in selection.warnings:
+        for message in selection.warnings + warnings:
             self.warn(message)
         recovery = self.recover(backends, entries)
         for message in xendomains_warnings([record.name for record in selection.targets if record.name],

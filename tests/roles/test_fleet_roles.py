@@ -67,6 +67,29 @@ def set_up_mixed_fleet(dom0, workdir):
     return uuid_file
 
 
+def test_a_controller_vm_on_another_host_does_not_fail_the_suspend(make_dom0, controller):
+    """A controller that is a Xen VM elsewhere reads its own UUID, which names no domain on this
+    dom0: that is no typo in the protected list (which the module refuses), and the guests are
+    suspended; a typo next to it is still refused."""
+    dom0 = make_dom0("dom0-away", dict(FAST, guests=[{"behaviour": "linux-pv", "name": "web-1"}]))
+    uuid_file = os.path.join(str(controller.workdir), "controller-uuid")
+    with open(uuid_file, "w") as handle:
+        handle.write("0b7e5d3c-6a0f-4c55-9d1e-2f8a4b6c9e01\n")
+    host_vars = {"fleet_suspend_controller_uuid_file": uuid_file}
+    run = controller.run(SUSPEND_PLAYBOOK, controller.inventory([dom0], extra_host_vars={"dom0-away": host_vars}))
+    assert run.rc == 0, run
+    result = run.fact("dom0-away", "fleet_suspend_result")
+    assert names(result["suspended"]) == ["web-1"] and result["controller_vm"] is None
+    assert dom0.suspended() == ["web-1"]
+
+    dom0b = make_dom0("dom0-typo", dict(FAST, guests=[{"behaviour": "linux-pv", "name": "web-1"}]))
+    run = controller.run(SUSPEND_PLAYBOOK, controller.inventory([dom0b], extra_host_vars={"dom0-typo": dict(
+        host_vars, fleet_suspend_protected="web-11")}))
+    assert run.rc != 0, run
+    assert "protected name 'web-11' matches no domain" in run.stdout, run
+    assert dom0b.suspended() == []
+
+
 def test_fleet_suspend_mixed_fleet_and_resume_from_another_run(make_dom0, controller):
     dom0 = make_dom0("dom0-mixed", MIXED)
     uuid_file = set_up_mixed_fleet(dom0, controller.workdir)

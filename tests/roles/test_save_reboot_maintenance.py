@@ -371,6 +371,34 @@ def test_save_mode_keeps_the_protection_and_exclusions_written_for_suspend_mode(
     assert run.results(action="xen.suspend.domain_saved") == []
 
 
+def test_save_mode_refuses_a_protected_typo_and_accepts_a_controller_elsewhere(make_dom0, controller):
+    """A protected name that matches no domain fails the host before any guest is saved (a typo
+    would leave the guest it means unprotected); the UUID of a controller that is a Xen VM on
+    another host names no domain here and is no typo."""
+    dom0 = make_dom0("dom0-pt", dict(FAST, guests=[
+        {"behaviour": "linux-pv", "name": "web-1"}, {"behaviour": "linux-pv", "name": "firewall"}]))
+    uuid_file = os.path.join(str(controller.workdir), "controller-uuid")
+    with open(uuid_file, "w") as handle:
+        handle.write("0b7e5d3c-6a0f-4c55-9d1e-2f8a4b6c9e01\n")
+    inventory = controller.inventory([dom0], extra_host_vars={"dom0-pt": save_host_vars(
+        dom0, fleet_save_controller_uuid_file=uuid_file)})
+    record = os.path.join(controller.workdir, "during.json")
+
+    run = controller.run("xen.suspend.maintenance", inventory, extra_vars=maintenance_vars(
+        record, host_maintenance_reboot=False, fleet_suspend_protected="firewal"))
+    assert run.rc != 0, run
+    failed = run.results(host="dom0-pt", action="xen.suspend.domain_saved", event="failed")
+    assert failed and "protected name 'firewal' matches no domain" in failed[0]["result"]["msg"], run
+    assert dom0.running() == ["firewall", "web-1"] and images(dom0) == []
+
+    run = controller.run("xen.suspend.maintenance", inventory, extra_vars=maintenance_vars(
+        record, host_maintenance_reboot=False, fleet_suspend_protected="firewall"))
+    assert run.rc == 0, run
+    save = run.results(host="dom0-pt", action="xen.suspend.domain_saved", event="ok")
+    assert len(save) == 1 and save[0]["result"]["saved"] == ["web-1"], run
+    assert dom0.running() == ["firewall", "web-1"]
+
+
 def test_a_long_save_error_is_cut_in_the_table_and_kept_whole_in_the_result(make_dom0, controller):
     dom0 = make_dom0("dom0-le", dict(FAST, guests=[
         {"behaviour": "linux-pv", "name": "web-1"},

@@ -79,3 +79,30 @@ def test_bad_options_and_unknown_targets_touch_nothing(tmp_path, monkeypatch, ca
         assert run.failed and words in run.result["msg"], (bad, run.result["msg"])
     assert xl.calls == []
     assert not world.domains[3].destroyed
+
+
+def test_a_protected_or_excluded_typo_fails_before_anything_is_saved(tmp_path, monkeypatch, capsys):
+    world, xl = setup(monkeypatch)
+    for typo, words in (({"protected": ["guest33"]}, "protected name 'guest33' matches no domain"),
+                        ({"exclude": ["domid:44"]}, "exclude domid 'domid:44' matches no domain")):
+        run = run_module(domain_saved.main, args(tmp_path, domains=["guest*"], **typo),
+                         world.backends(tmp_path), monkeypatch, capsys)
+        assert run.failed and words in run.result["msg"], (typo, run.result["msg"])
+        assert run.result["msg"].startswith("invalid targets, nothing was touched")
+    assert xl.calls == []
+    pattern = run_module(domain_saved.main, args(tmp_path, domains=["guest3"], protected=["fw-*"]),
+                         world.backends(tmp_path), monkeypatch, capsys)
+    assert not pattern.failed and pattern.result["saved"] == ["guest3"]
+    assert "protected pattern 'fw-*' matches no domain" in json.dumps(pattern.result["warnings"])
+
+
+def test_a_protected_name_of_a_guest_already_saved_is_no_typo(tmp_path, monkeypatch, capsys):
+    """guest3 saved by a first run is only in the ledger now: naming it still means something."""
+    world, xl = setup(monkeypatch)
+    first = run_module(domain_saved.main, args(tmp_path, domains=["guest3"]), world.backends(tmp_path),
+                       monkeypatch, capsys)
+    assert first.result["saved"] == ["guest3"]
+    second = run_module(domain_saved.main, args(tmp_path, domains=["guest4"], exclude=["guest3"]),
+                        world.backends(tmp_path), monkeypatch, capsys)
+    assert not second.failed, second.result["msg"]
+    assert second.result["saved"] == ["guest4"]
