@@ -40,6 +40,7 @@ class FakeXenstored(object):
         self.server.bind(path)
         self.server.listen(4)
         self.connections = []
+        self.closed = False
         self.thread = threading.Thread(target=self._accept)
         self.thread.daemon = True
         self.thread.start()
@@ -50,7 +51,14 @@ class FakeXenstored(object):
                 conn, _addr = self.server.accept()
             except OSError:
                 return
-            self.connections.append(conn)
+            with self.lock:
+                # a connection the kernel queued before close() but accept() returned only
+                # after it: close() never saw it, so it is hung up here (the client would
+                # otherwise stay connected to a server that is gone)
+                if self.closed:
+                    self._hang_up_quietly(conn)
+                    return
+                self.connections.append(conn)
             worker = threading.Thread(target=self._serve, args=(conn,))
             worker.daemon = True
             worker.start()
@@ -164,15 +172,22 @@ class FakeXenstored(object):
         # shutdown first: a bare close() wakes neither the accept() blocked in our thread (a
         # client reconnecting meanwhile would still be accepted) nor the client of a connection
         # whose serving thread sits in recv() (no FIN is sent while it holds the socket)
-        for sock in [self.server] + list(self.connections):
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            try:
-                sock.close()
-            except OSError:
-                pass
+        with self.lock:
+            self.closed = True
+            sockets = [self.server] + list(self.connections)
+        for sock in sockets:
+            self._hang_up_quietly(sock)
+
+    @staticmethod
+    def _hang_up_quietly(sock):
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        try:
+            sock.close()
+        except OSError:
+            pass
 
 
 @contextlib.contextmanager
