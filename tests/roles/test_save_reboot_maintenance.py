@@ -264,21 +264,38 @@ def test_out_of_range_save_options_are_refused_before_any_guest(make_dom0, contr
     assert dom0.ledger_entries() is None
 
 
-def fake_chronyc(directory, synchronised_from_call):
+def fake_chronyc(directory, synchronised_from_call, unreachable_calls=0):
     """A chronyc on PATH whose `chronyc -n tracking` reports the clock synchronised from its Nth
-    call on (never, with 0); returns the file counting its calls."""
+    call on (never, with 0), and cannot talk to chronyd on its first unreachable_calls calls (as
+    right after a boot); returns the file counting its calls."""
     os.makedirs(directory)
     calls = os.path.join(directory, "calls")
     script = os.path.join(directory, "chronyc")
     with open(script, "w") as handle:
         handle.write("""#!/bin/sh
 n=$(cat %(calls)s 2>/dev/null || echo 0); n=$((n + 1)); echo $n > %(calls)s
+if [ $n -le %(unreachable)d ]; then echo "506 Cannot talk to daemon" >&2; exit 1; fi
 if [ %(from)d -gt 0 ] && [ $n -ge %(from)d ]; then status=Normal; else status='Not synchronised'; fi
 echo "Reference ID    : 7F7F0101 ()"
 echo "Leap status     : $status"
-""" % {"calls": calls, "from": synchronised_from_call})
+""" % {"calls": calls, "from": synchronised_from_call, "unreachable": unreachable_calls})
     os.chmod(script, 0o755)
     return calls
+
+
+def fake_systemctl(directory, starting_unit):
+    """A systemctl on PATH that shows starting_unit as still starting (ActiveState activating)
+    and every other unit inactive."""
+    script = os.path.join(directory, "systemctl")
+    with open(script, "w") as handle:
+        handle.write("""#!/bin/sh
+case "$*" in
+  "show --property ActiveState --value %s") echo activating ;;
+  "show --property ActiveState --value "*) echo inactive ;;
+  *) exit 1 ;;
+esac
+""" % starting_unit)
+    os.chmod(script, 0o755)
 
 
 def test_the_restore_waits_for_time_sync_after_the_reboot(make_dom0, controller):
@@ -316,6 +333,23 @@ def test_the_restore_waits_for_time_sync_after_the_reboot(make_dom0, controller)
     assert run.rc == 0, run
     assert run.fact("dom0-ts", "host_maintenance_time_sync").startswith("NOT synchronised within 1 s")
     assert names(run.fact("dom0-ts", "fleet_restore_result")["restored"]) == ["linux-pv-1", "linux-pv-2"]
+    assert dom0.running() == ["linux-pv-1", "linux-pv-2"]
+
+    # chronyd is still starting when the dom0 is back (chronyc cannot talk to it yet): that is
+    # chrony, not "nothing synchronises the clock", and the restore waits for it.
+    starting = os.path.join(controller.workdir, "chrony-starting")
+    calls = fake_chronyc(starting, 4, unreachable_calls=2)
+    fake_systemctl(starting, "chrony.service")
+    host_vars = save_host_vars(dom0)
+    host_vars["xen_suspend_environment"]["PATH"] = starting + os.pathsep + host_vars["xen_suspend_environment"]["PATH"]
+    inventory_starting = controller.inventory([dom0], extra_host_vars={"dom0-ts": host_vars})
+    run = controller.run("xen.suspend.maintenance", inventory_starting, extra_vars=maintenance_vars(record))
+    assert run.rc == 0, run
+    assert run.fact("dom0-ts", "host_maintenance_time_sync") == "synchronised (chrony)", run
+    waited = run.results(host="dom0-ts", task="Wait for chrony to report the clock synchronised", event="ok")
+    assert len(waited) == 1 and waited[0]["result"]["attempts"] == 3, run
+    with open(calls) as handle:
+        assert handle.read().strip() == "4"
     assert dom0.running() == ["linux-pv-1", "linux-pv-2"]
 
     # host_maintenance_wait_time_sync=false does not look.
