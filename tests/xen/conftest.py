@@ -172,6 +172,9 @@ def _print_save_restore_summary(terminalreporter, timings):
         if "reboot_round_trip_s" in figures:
             lines.append("%s: dom0 reboot -> SSH %.1f s, -> xenstored + xl %.1f s" % (
                 flavour, figures["reboot_to_ssh_s"], figures["reboot_round_trip_s"]))
+        for name, seconds in sorted(figures.get("guest_reboot_after_restore_s", {}).items()):
+            lines.append("%s: %s rebooted itself after the restore: xl's monitor had it running "
+                         "and beating again in %s s" % (flavour, name, seconds))
         for kind in ("xl_save", "xl_restore", "module_save", "module_restore"):
             for name, one in sorted(figures.get(kind, {}).items()):
                 lines.append("%s: %s %s: %s s, %s MiB/s (%s MiB)" % (

@@ -95,7 +95,7 @@ def test_xl_monitors_the_restored_guest(dom0, restored, name):
 @pytest.mark.parametrize("name", ["rt-xl-xs"])
 def test_guest_reboot_after_the_restore_is_handled(dom0, restored, name):
     now = facts(dom0, name)
-    rebooted = reboot_guest_and_wait(dom0, name, now.domid)
+    rebooted, _seconds = reboot_guest_and_wait(dom0, name, now.domid)
     assert rebooted.uuid == now.uuid
     assert rebooted.incarnation != now.incarnation, "a reboot is a fresh boot of the guest"
 
