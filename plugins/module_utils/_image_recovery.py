@@ -35,11 +35,11 @@ import errno
 import os
 import time
 
-from ansible_collections.xen.suspend.plugins.module_utils._errors import DomainBusy, XenSuspendError
+from ansible_collections.xen.suspend.plugins.module_utils._errors import DomainBusy, DomainOperationError, XenSuspendError
 from ansible_collections.xen.suspend.plugins.module_utils._ledger import (
     STATE_RESTORING, STATE_SAVED, STATE_SAVING)
 from ansible_collections.xen.suspend.plugins.module_utils._save_dir import fsync_directory
-from ansible_collections.xen.suspend.plugins.module_utils._xl_processes import xl_working_on
+from ansible_collections.xen.suspend.plugins.module_utils._xl_processes import xl_destroying, xl_working_on
 from ansible_collections.xen.suspend.plugins.module_utils._ledger_transitions import (
     FOUND_RUNNING, OTHER_SHUTDOWN, RESTORED, SAVE_ABANDONED, AwaitLateSuspend, ReturnToSaved,
     Settle)
@@ -152,6 +152,11 @@ def recover_image_entry(backends, entry, info, report, transitions):
             return
         # What was listed before the claim and the look for a live xl may be old by now.
         info = _fresh_info(backends, entry, info)
+        destroying = _xl_destroying(backends, info)
+        if destroying:
+            report.add(entry, ACTION_BUSY, "xl destroy (pid %s) left by a stopped run is still "
+                       "destroying domain %d" % (", ".join(str(pid) for pid in destroying), info.domid))
+            return
         step = image_verdict(entry, info)
         try:
             if step.late:
@@ -233,6 +238,13 @@ def _xl_working_on(backends, entry):
     return sorted(set(pids))
 
 
+def _xl_destroying(backends, info):
+    if info is None:
+        return []
+    finder = getattr(backends, "xl_destroying", None) or xl_destroying
+    return finder(info.domid)
+
+
 def _carry_out(backends, xl, entry, info, step):
     if step.bring_back:
         backends.xenctrl.resume(info.domid, True)
@@ -243,6 +255,15 @@ def _carry_out(backends, xl, entry, info, step):
     if step.unpause and info is not None:
         unpause(backends, xl, info.domid)
     if step.remove_image:
+        if step.unpause and info is not None:
+            # Positive evidence before an image goes: the guest runs now. (A stopped run's
+            # xl destroy may have reached it after we looked: then the image is all that is
+            # left of the guest, and the entry keeps it for domain_restored.)
+            now = _fresh_info(backends, entry, None)
+            if now is None or now.domid != info.domid or now.dying or now.shut_down or now.paused:
+                raise DomainOperationError(
+                    "it does not run after the unpause (%s): its image and entry are kept"
+                    % (now.state if now is not None else "gone"), kind="not_running")
         for path in (entry.get("image_part"), entry.get("image")):
             remove_file(path)
     if step.set_aside:

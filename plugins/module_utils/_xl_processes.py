@@ -40,6 +40,34 @@ def xl_working_on(path, proc_dir=PROC):
     return sorted(found)
 
 
+def xl_destroying(domid, proc_dir=PROC):
+    """PIDs of live ``xl destroy <domid>`` processes (sorted). A stopped save run's destroy
+    goes on in its own session: a guest it is about to destroy must not be judged alive."""
+    if domid is None:
+        return []
+    found = []
+    try:
+        names = os.listdir(proc_dir)
+    except OSError:
+        return []
+    for name in names:
+        if not name.isdigit():
+            continue
+        try:
+            with open(os.path.join(proc_dir, name, "cmdline"), "rb") as handle:
+                raw = handle.read(65536)
+        except (IOError, OSError):
+            continue
+        argv = [part.decode("utf-8", "replace") for part in raw.split(b"\0") if part]
+        for index, arg in enumerate(argv[:3]):
+            if os.path.basename(arg) == "xl":
+                rest = argv[index + 1:]
+                if "destroy" in rest and str(int(domid)) in rest:
+                    found.append(int(name))
+                break
+    return sorted(found)
+
+
 def _is_xl_on(argv, path):
     for index, arg in enumerate(argv[:3]):  # xl itself, or an interpreter running a script xl
         if os.path.basename(arg) == "xl":

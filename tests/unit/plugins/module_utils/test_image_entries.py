@@ -238,6 +238,33 @@ def test_a_saved_guest_never_destroyed_runs_again_and_its_image_goes(tmp_path):
     assert not os.path.exists(entry["image"]) and backends.ledger.read() == {}
 
 
+def test_a_saved_guest_destroyed_by_a_stopped_runs_xl_destroy_keeps_its_image_and_entry(tmp_path):
+    """A killed save run's xl destroy goes on in its own session. Seen in the campaign sample:
+    recovery unpaused the guest, the orphaned destroy then took it, and the image was removed:
+    the guest was lost. Now an xl destroy still at work keeps recovery away, and an image goes
+    only while its guest is seen running after the unpause."""
+    world, domain, backends, entry = _setup(tmp_path, STATE_SAVED, paused=True)
+    with open(entry["image"], "wb") as image:
+        image.write(b"image")
+    backends.xl_destroying = lambda domid: [4343] if domid == 5 else []
+    report = recover(backends, backends.ledger.read())
+    assert report.actions[0]["action"] == ACTION_BUSY and "4343" in report.actions[0]["detail"]
+    assert domain.paused and backends.xl.calls == [] and os.path.exists(entry["image"])
+
+    # the destroy lands between our unpause and the removal: image and entry stay
+    backends.xl_destroying = lambda domid: []
+    real_unpause = backends.xl.unpause
+
+    def unpause_then_destroyed(domid, timeout=60):
+        real_unpause(domid, timeout)
+        world.domains[domid].destroyed = True
+    backends.xl.unpause = unpause_then_destroyed
+    report = recover(backends, backends.ledger.read())
+    assert os.path.exists(entry["image"]), report.errors
+    assert backends.ledger.read()[domain.uuid]["state"] == STATE_SAVED
+    assert any("does not run after the unpause" in error for error in report.errors)
+
+
 def test_a_stale_image_is_set_aside_never_deleted(tmp_path):
     world, domain, backends, entry = _setup(tmp_path, STATE_SAVED)
     domain.destroyed = True
