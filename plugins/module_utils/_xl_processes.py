@@ -21,11 +21,25 @@ def xl_working_on(path, proc_dir=PROC):
     """PIDs of live xl processes whose arguments name ``path`` (sorted)."""
     if not path:
         return []
-    found = []
+    return sorted(pid for pid, rest in _xl_processes(proc_dir)
+                  if any(verb in rest for verb in XL_VERBS) and path in rest)
+
+
+def xl_destroying(domid, proc_dir=PROC):
+    """PIDs of live ``xl destroy <domid>`` processes (sorted). A stopped save run's destroy
+    goes on in its own session: a guest it is about to destroy must not be judged alive."""
+    if domid is None:
+        return []
+    return sorted(pid for pid, rest in _xl_processes(proc_dir)
+                  if "destroy" in rest and str(int(domid)) in rest)
+
+
+def _xl_processes(proc_dir):
+    """(pid, the arguments after ``xl``) of every live process that runs an xl."""
     try:
         names = os.listdir(proc_dir)
     except OSError:
-        return []
+        return
     for name in names:
         if not name.isdigit():
             continue
@@ -35,42 +49,13 @@ def xl_working_on(path, proc_dir=PROC):
         except (IOError, OSError):
             continue  # gone meanwhile, or not ours to read
         argv = [part.decode("utf-8", "replace") for part in raw.split(b"\0") if part]
-        if _is_xl_on(argv, path):
-            found.append(int(name))
-    return sorted(found)
+        rest = _after_xl(argv)
+        if rest is not None:
+            yield int(name), rest
 
 
-def xl_destroying(domid, proc_dir=PROC):
-    """PIDs of live ``xl destroy <domid>`` processes (sorted). A stopped save run's destroy
-    goes on in its own session: a guest it is about to destroy must not be judged alive."""
-    if domid is None:
-        return []
-    found = []
-    try:
-        names = os.listdir(proc_dir)
-    except OSError:
-        return []
-    for name in names:
-        if not name.isdigit():
-            continue
-        try:
-            with open(os.path.join(proc_dir, name, "cmdline"), "rb") as handle:
-                raw = handle.read(65536)
-        except (IOError, OSError):
-            continue
-        argv = [part.decode("utf-8", "replace") for part in raw.split(b"\0") if part]
-        for index, arg in enumerate(argv[:3]):
-            if os.path.basename(arg) == "xl":
-                rest = argv[index + 1:]
-                if "destroy" in rest and str(int(domid)) in rest:
-                    found.append(int(name))
-                break
-    return sorted(found)
-
-
-def _is_xl_on(argv, path):
+def _after_xl(argv):
     for index, arg in enumerate(argv[:3]):  # xl itself, or an interpreter running a script xl
         if os.path.basename(arg) == "xl":
-            rest = argv[index + 1:]
-            return any(verb in rest for verb in XL_VERBS) and path in rest
-    return False
+            return argv[index + 1:]
+    return None

@@ -27,7 +27,7 @@ from ansible_collections.xen.suspend.plugins.module_utils._resume import plan_re
 from ansible_collections.xen.suspend.plugins.module_utils._inventory import list_records
 from ansible_collections.xen.suspend.plugins.module_utils._suspend_engine import SuspendEngine
 from ansible_collections.xen.suspend.plugins.module_utils._targets import parse_selectors
-from ansible_collections.xen.suspend.plugins.module_utils._xl_processes import xl_working_on
+from ansible_collections.xen.suspend.plugins.module_utils._xl_processes import xl_destroying, xl_working_on
 
 from xen_fakes import World
 
@@ -341,13 +341,17 @@ def test_live_xl_processes_on_an_image_are_found(tmp_path):
     for pid, argv in ((10, ["/usr/sbin/xl", "save", "-p", "5", image + ".part"]),
                       (11, ["/usr/bin/python3", "/opt/sim/bin/xl", "restore", "-p", image]),
                       (12, ["/usr/bin/vim", image]),
-                      (13, ["/usr/sbin/xl", "list"])):
+                      (13, ["/usr/sbin/xl", "list"]),
+                      (14, ["/usr/sbin/xl", "destroy", "5"]),
+                      (15, ["/usr/bin/vim", "destroy", "7"])):
         (proc / str(pid)).mkdir(parents=True)
         (proc / str(pid) / "cmdline").write_bytes(b"\0".join(a.encode() for a in argv) + b"\0")
     (proc / "self").mkdir()
     assert xl_working_on(image, str(proc)) == [11]
     assert xl_working_on(image + ".part", str(proc)) == [10]
     assert xl_working_on("", str(proc)) == []
+    assert xl_destroying(5, str(proc)) == [14]
+    assert xl_destroying(7, str(proc)) == [] and xl_destroying(None, str(proc)) == []
 
 
 class FakeMonitors(object):
