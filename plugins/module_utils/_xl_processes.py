@@ -2,13 +2,15 @@
 # Copyright (c) xen.suspend contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""PRIVATE to the xen.suspend collection: which live ``xl`` processes work on a save image.
+"""PRIVATE to the xen.suspend collection: which live ``xl`` processes work on a save image,
+or destroy a domain.
 
 A save or restore run can die while the ``xl save`` / ``xl restore`` it started goes on (xl
 runs in a session of its own, so that a restored guest's monitor outlives the task). Until that
 xl ends, nobody else may judge the guest from what it sees: the domain is half-saved or
 half-built. Every process whose command line runs an ``xl`` (its own executable, or a script
-called ``xl`` under an interpreter) with ``save`` or ``restore`` and names the image counts.
+called ``xl`` under an interpreter) with ``save`` or ``restore`` and names the image counts;
+likewise an ``xl destroy`` a stopped save run started goes on after it (``xl_destroying``).
 """
 
 import os
