@@ -13,10 +13,13 @@ is asked through _xenstore's client (socket discovery included) when pyxs is the
 import ctypes
 import os
 import platform
+import shutil
 import sys
 import threading
 
 from ansible_collections.xen.suspend.plugins.module_utils import _toolstack
+from ansible_collections.xen.suspend.plugins.module_utils._xl_commands import (
+    SYSTEMD_RUN, XL, XL_INSTALL_HINT, systemd_is_init)
 from ansible_collections.xen.suspend.plugins.module_utils._errors import XenSuspendError
 from ansible_collections.xen.suspend.plugins.module_utils._xen_libraries import (
     CFFI_INSTALL_HINT, HAS_CFFI, XENEVTCHN_SONAME, installed_versions, library_search_dirs,
@@ -132,6 +135,28 @@ def xenstored(timeout):
     return result
 
 
+def save_restore_tools(path=None, systemd_runtime_dir=None):
+    """What domain_saved and domain_restored run besides the libraries: ``xl`` (save, restore,
+    destroy, unpause) and, where systemd is init, ``systemd-run`` (a restored guest's xl monitor
+    goes into a scope of its own). Suspend to memory needs neither, so what is missing here is a
+    note, not a problem: ``notes`` says what it costs."""
+    xl_path = shutil.which(XL, path=path)
+    systemd_init = systemd_is_init(systemd_runtime_dir)
+    systemd_run = shutil.which(SYSTEMD_RUN, path=path)
+    result = {"ok": xl_path is not None, "xl": xl_path, "systemd_init": systemd_init,
+              "systemd_run": systemd_run, "notes": []}
+    if xl_path is None:
+        result["notes"].append(
+            "xl is not on PATH (%s): domain_saved, domain_restored and the save mode of host_maintenance "
+            "need it, suspend to memory does not; install %s"
+            % (path if path is not None else os.environ.get("PATH", ""), XL_INSTALL_HINT))
+    elif systemd_init and systemd_run is None:
+        result["notes"].append(
+            "systemd is init but systemd-run is not on PATH: a restored guest's xl monitor stays in the "
+            "session of the task that restored it, where logind may kill it at logout")
+    return result
+
+
 def problems(report):
     """What stops the modules, one sentence each."""
     found = []
@@ -172,6 +197,7 @@ def check(sysfs_dir=DEFAULT_SYSFS_DIR, xenstore_timeout=10.0):
         "libraries": libraries(version),
         "xenstored": xenstored(xenstore_timeout),
         "toolstack": _toolstack.detect().as_dict(),
+        "save_restore": save_restore_tools(),
     }
     report["problems"] = problems(report)
     report["ok"] = not report["problems"]

@@ -383,10 +383,17 @@ def test_dom0_prerequisites_checks_libraries_and_xenstored(make_dom0, controller
     inventory = controller.inventory([dom0])
     good = write_sysfs(os.path.join(controller.workdir, "sys-4.17"), 4, 17)
 
+    # the simulator's xl on the modules' PATH, and the dom0 declared one that saves to disk
+    with_xl = dict(dom0.host_vars()["xen_suspend_environment"], PATH=dom0.env["PATH"])
     run = controller.run("xen.suspend.prerequisites", inventory,
-                         extra_vars={"dom0_prerequisites_install": False, "dom0_prerequisites_sysfs_dir": good})
+                         extra_vars={"dom0_prerequisites_install": False, "dom0_prerequisites_sysfs_dir": good,
+                                     "dom0_prerequisites_save_restore": True,
+                                     "xen_suspend_environment": with_xl})
     assert run.rc == 0, run
     report = run.fact("dom0-p", "dom0_prerequisites_report")
+    xl = report["save_restore"]["xl"]
+    assert report["save_restore"]["ok"] is True and os.path.dirname(xl) in dom0.env["PATH"].split(os.pathsep)
+    assert "xl %s" % xl in run.stdout
     assert report["xen_version"] == "4.17" and report["xen_version_sysfs"] == "4.17"
     assert report["version_source"] == "sysfs"
     assert [(lib["name"], lib["ok"]) for lib in report["libraries"]] == [
@@ -398,11 +405,15 @@ def test_dom0_prerequisites_checks_libraries_and_xenstored(make_dom0, controller
     # A hypervisor whose tools are missing (sysfs says 4.18; only 4.17 is installed) and a
     # xenstored that is not there.
     newer = write_sysfs(os.path.join(controller.workdir, "sys-4.18"), 4, 18)
+    # And no xl on PATH, on a dom0 that saves to disk.
+    no_xl = os.path.join(controller.workdir, "path-without-xl")
+    os.makedirs(no_xl, exist_ok=True)
     broken_env = dict(dom0.host_vars()["xen_suspend_environment"],
-                      XENSTORED_PATH=os.path.join(controller.workdir, "no-xenstored.sock"))
+                      XENSTORED_PATH=os.path.join(controller.workdir, "no-xenstored.sock"), PATH=no_xl)
     run = controller.run("xen.suspend.prerequisites", inventory,
                          extra_vars={"dom0_prerequisites_install": False, "dom0_prerequisites_sysfs_dir": newer,
                                      "dom0_prerequisites_xenstore_timeout": 2,
+                                     "dom0_prerequisites_save_restore": True,
                                      "xen_suspend_environment": broken_env})
     assert run.rc == 2, run
     failure = run.results(host="dom0-p", task="Fail when the dom0 is not ready for the modules", event="failed")
@@ -412,3 +423,15 @@ def test_dom0_prerequisites_checks_libraries_and_xenstored(make_dom0, controller
     assert "libxenguest.so.4.18 cannot be loaded" in message
     assert "libxenevtchn.so.1" not in message
     assert "xenstored does not answer" in message and "no-xenstored.sock" in message
+    assert "xl is not on PATH (%s)" % no_xl in message
+
+    # A dom0 that only suspends in memory: no xl is a note, not a failure.
+    run = controller.run("xen.suspend.prerequisites", inventory,
+                         extra_vars={"dom0_prerequisites_install": False, "dom0_prerequisites_sysfs_dir": good,
+                                     "xen_suspend_environment": dict(
+                                         dom0.host_vars()["xen_suspend_environment"], PATH=no_xl)})
+    assert run.rc == 0, run
+    report = run.fact("dom0-p", "dom0_prerequisites_report")
+    assert report["problems"] == [] and report["save_restore"]["xl"] is None
+    assert any("xl is not on PATH" in note for note in report["notes"]), report["notes"]
+    assert "xl not on PATH" in run.stdout

@@ -109,3 +109,48 @@ def test_gather_prerequisites_reports_another_toolstack(tmp_path, monkeypatch):
     report = _prerequisites.check(str(tmp_path / "no-sysfs"), 1.0)
     assert report["toolstack"]["toolstack"] == "xapi"
     assert any("XAPI" in problem for problem in report["problems"])
+
+
+def _executable(path):
+    path.write_text("#!/bin/sh\nexit 0\n")
+    path.chmod(0o755)
+    return str(path)
+
+
+def test_save_restore_tools_says_what_saving_to_disk_would_miss(tmp_path):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    systemd = tmp_path / "run-systemd-system"
+    systemd.mkdir()
+
+    # no xl: a note (suspend to memory does not run it), never one of the problems
+    found = _prerequisites.save_restore_tools(path=str(empty), systemd_runtime_dir=str(systemd))
+    assert found["ok"] is False and found["xl"] is None
+    assert len(found["notes"]) == 1 and "xl is not on PATH (%s)" % empty in found["notes"][0]
+    assert "xen-utils" in found["notes"][0]
+
+    # xl, systemd is init, but no systemd-run: the monitor of a restored guest is at risk
+    xl = _executable(bin_dir / "xl")
+    found = _prerequisites.save_restore_tools(path=str(bin_dir), systemd_runtime_dir=str(systemd))
+    assert found["ok"] is True and found["xl"] == xl and found["systemd_init"] is True
+    assert found["systemd_run"] is None and "systemd-run is not on PATH" in found["notes"][0]
+
+    # not systemd: nothing to say about systemd-run
+    found = _prerequisites.save_restore_tools(path=str(bin_dir), systemd_runtime_dir=str(tmp_path / "none"))
+    assert found["ok"] is True and found["notes"] == []
+
+    systemd_run = _executable(bin_dir / "systemd-run")
+    found = _prerequisites.save_restore_tools(path=str(bin_dir), systemd_runtime_dir=str(systemd))
+    assert found == {"ok": True, "xl": xl, "systemd_init": True, "systemd_run": systemd_run, "notes": []}
+
+
+def test_gather_prerequisites_a_missing_xl_is_no_problem(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setattr(_toolstack, "XAPI_INVENTORY", str(tmp_path / "no-inventory"))
+    monkeypatch.setattr(_toolstack, "PROC_DIR", str(tmp_path / "no-proc"))
+    monkeypatch.setattr(_prerequisites, "load", lambda name: {"name": name, "ok": True, "error": None})
+    report = _prerequisites.check(str(tmp_path / "no-sysfs"), 1.0)
+    assert report["save_restore"]["xl"] is None and report["save_restore"]["notes"]
+    assert not any("xl is not on PATH" in problem for problem in report["problems"])
