@@ -152,6 +152,8 @@ def recover_image_entry(backends, entry, info, report, transitions):
             return
         # What was listed before the claim and the look for a live xl may be old by now.
         info = _fresh_info(backends, entry, info)
+        # why both: a save passes its claim to xl destroy (busy above), but an xl destroy of
+        # the domain started without it (an older release, an operator) must stop us too
         destroying = _xl_destroying(backends, info)
         if destroying:
             report.add(entry, ACTION_BUSY, "xl destroy (pid %s) left by a stopped run is still "

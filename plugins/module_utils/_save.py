@@ -116,6 +116,12 @@ def read_boot_id(path=BOOT_ID_PATH):
         return None
 
 
+def _claim_fds(job):
+    """The descriptor of the guest's claim, for an xl that must hold it as long as it runs."""
+    fd = getattr(job.claim, "fd", None) if job.claim is not None else None
+    return (fd,) if fd is not None else ()
+
+
 class SaveJob(object):
     """One guest. ``record`` is None for a guest found only in the ledger (already saved)."""
 
@@ -506,9 +512,8 @@ class SaveEngine(object):
                 "cannot create the image %s: %s" % (part, exc), kind="save_dir", errno=exc.errno),
                 xl_killed=False)
             return
-        keep = (job.claim.fd,) if job.claim is not None and getattr(job.claim, "fd", None) is not None else ()
         try:
-            result = self.xl.save(job.domid, part, self.timeout, keep_fds=keep)
+            result = self.xl.save(job.domid, part, self.timeout, keep_fds=_claim_fds(job))
         except XenSuspendError as exc:  # xl could not even be started
             self._give_back(job, exc, xl_killed=False)
             return
@@ -557,7 +562,11 @@ class SaveEngine(object):
         "saved" entry (the next run's recovery settles that: never two live copies)."""
         job.phases.start(DESTROY)
         try:
-            result = self.xl.destroy(job.domid, SHORT_TIMEOUT)
+            # why the claim goes along: xl runs in a session of its own and outlives a SIGKILL
+            # of this run; while it lives, the next run's recovery must not unpause the guest
+            # (it would be destroyed running, its image then taken for stale). The child holds
+            # the claim from the fork on, so there is no window before it is named xl.
+            result = self.xl.destroy(job.domid, SHORT_TIMEOUT, keep_fds=_claim_fds(job))
             if not result.ok:
                 raise result.error(DESTROY, domain=job.label, kind="destroy_failed")
             deadline = self.clock() + GONE_TIMEOUT

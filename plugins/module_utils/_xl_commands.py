@@ -189,8 +189,10 @@ class XlCommands(object):
         return self.run([self.xl(), "save", "-p", str(int(domid)), image_path], timeout,
                         keep_fds=keep_fds)
 
-    def destroy(self, domid, timeout=SHORT_TIMEOUT):
-        return self.run([self.xl(), "destroy", str(int(domid))], timeout)
+    def destroy(self, domid, timeout=SHORT_TIMEOUT, keep_fds=()):
+        """``xl destroy <domid>``; ``keep_fds`` as for save (an xl destroy that outlives a killed
+        run keeps the guest's claim, so that no other run unpauses the guest under it)."""
+        return self.run([self.xl(), "destroy", str(int(domid))], timeout, keep_fds=keep_fds)
 
     def unpause(self, domid, timeout=SHORT_TIMEOUT):
         return self.run([self.xl(), "unpause", str(int(domid))], timeout)

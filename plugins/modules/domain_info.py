@@ -221,8 +221,8 @@ prerequisites:
       C(checked), one item per soname with C(name), C(ok), C(error) and C(package).
     - C(xenstored) has C(ok), C(connection), C(domains) and C(error). C(toolstack) has
       C(toolstack), C(others), C(host_refused) and C(libvirt_domains).
-    - C(save_restore) is what M(xen.suspend.domain_saved) and M(xen.suspend.domain_restored) run:
-      C(xl) and C(systemd_run) (their paths, V(null) when not on PATH), C(systemd_init), C(ok)
+    - C(save_restore) is what M(xen.suspend.domain_saved) and M(xen.suspend.domain_restored) run,
+      C(xl) and C(systemd_run) (their paths, V(null) when not on PATH), with C(systemd_init), C(ok)
       (C(xl) is there) and C(notes). Suspend to memory needs neither, so a missing C(xl) is a note
       there, not one of the C(problems).
     - C(problems) lists what stops the modules, one sentence each, and C(ok) is true when it is

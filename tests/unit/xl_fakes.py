@@ -76,6 +76,7 @@ class FakeXl(object):
         self.running = 0
         self.max_running = 0
         self.kept_fds = []
+        self.destroy_kept_fds = []
 
     def _result(self, argv, rc, stderr="", timed_out=False):
         return XlResult(argv, rc, stderr, 0.25, timed_out=timed_out)
@@ -125,8 +126,9 @@ class FakeXl(object):
         domain.resumes.append(True)
         return self._result(argv, 0, "Saving to %s new xl format (info 0x3/0x0/100)\n" % path)
 
-    def destroy(self, domid, timeout=60.0):
+    def destroy(self, domid, timeout=60.0, keep_fds=()):
         self.calls.append(("destroy", domid))
+        self.destroy_kept_fds.append(tuple(keep_fds))
         argv = ["/usr/sbin/xl", "destroy", str(domid)]
         if domid in self.destroy_fails:
             return self._result(argv, 1, "libxl: error: libxl_domain.c: destroy failed\n")

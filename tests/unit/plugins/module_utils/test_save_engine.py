@@ -80,8 +80,9 @@ def test_round_trip_in_parallel(tmp_path):
         assert entry["memory_kib"] == 4096 and "image_part" not in entry
     assert not any(name.endswith(".part") for name in s.files())
     assert file_mode(s.save_dir) == 0o700
-    # xl kept each guest's claim for as long as it ran
-    assert all(len(fds) == 1 for fds in s.xl.kept_fds)
+    # xl save and xl destroy kept each guest's claim for as long as they ran
+    assert len(s.xl.kept_fds) == 3 and all(len(fds) == 1 for fds in s.xl.kept_fds)
+    assert sorted(s.xl.destroy_kept_fds) == sorted(s.xl.kept_fds)
 
 
 def test_saving_is_on_disk_before_xl_runs_and_saved_before_the_destroy(tmp_path):
@@ -94,10 +95,10 @@ def test_saving_is_on_disk_before_xl_runs_and_saved_before_the_destroy(tmp_path)
         seen.append(("save", entry["state"], entry["image_part"] == path, file_mode(path)))
         return save(domid, path, timeout, keep_fds)
 
-    def checking_destroy(domid, timeout=60.0):
+    def checking_destroy(domid, timeout=60.0, keep_fds=()):
         entry = s.ledger()[s.domain(domid).uuid]
         seen.append(("destroy", entry["state"], os.path.exists(entry["image"])))
-        return destroy(domid, timeout)
+        return destroy(domid, timeout, keep_fds)
 
     s.xl.save, s.xl.destroy = checking_save, checking_destroy
     s.run()

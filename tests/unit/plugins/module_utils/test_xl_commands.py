@@ -12,7 +12,8 @@ import time
 
 import pytest
 
-from ansible_collections.xen.suspend.plugins.module_utils._errors import DependencyError
+from ansible_collections.xen.suspend.plugins.module_utils._domain_claim import DomainClaims
+from ansible_collections.xen.suspend.plugins.module_utils._errors import DependencyError, DomainBusy
 from ansible_collections.xen.suspend.plugins.module_utils._xl_commands import (
     FAILED, KILLED, OK, TIMED_OUT, XlCommands, XlResult, summarise_stderr)
 
@@ -152,3 +153,48 @@ def test_stderr_summary_is_bounded():
     assert len(summary) < 4 * 310
     assert summarise_stderr("") == ""
     assert summarise_stderr("just\ninfo") == "just; info"
+
+
+def test_an_xl_destroy_that_outlives_its_killed_run_keeps_the_guests_claim(bindir, tmp_path):
+    """domain_saved SIGKILLed while its xl destroy runs: that xl (in a session of its own) goes
+    on, and holds the guest's claim until it exits, so the next run's recovery cannot take the
+    guest and unpause it under the destroy."""
+    started, release = tmp_path / "started", tmp_path / "release"
+    executable(bindir / "xl", 'echo $$ > %s.tmp && mv %s.tmp %s\n'
+                              'while [ ! -e %s ]; do sleep 0.02; done\nexit 0\n'
+               % (started, started, started, release))
+    (tmp_path / "ledger-dir").mkdir()
+    claims = DomainClaims(str(tmp_path / "ledger-dir"))
+    uuid = "5c1e0a3a-0000-4000-8000-00000000c1a1"
+    run = os.fork()
+    if run == 0:  # the domain_saved run
+        try:
+            claim = claims.acquire(uuid)
+            commands(bindir, tmp_path).destroy(7, 30, keep_fds=(claim.fd,))
+        except BaseException as exc:  # pylint: disable=broad-except
+            (tmp_path / "run-error").write_text(repr(exc))
+        finally:
+            os._exit(0)
+    xl_pid = None
+    try:
+        deadline = time.monotonic() + 10
+        while not started.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert started.exists(), (tmp_path / "run-error").read_text()
+        xl_pid = int(started.read_text())
+        os.kill(run, signal.SIGKILL)
+        os.waitpid(run, 0)
+        with pytest.raises(DomainBusy):
+            claims.acquire(uuid)
+        release.write_text("")
+        deadline = time.monotonic() + 10
+        while os.path.exists("/proc/%d" % xl_pid) and time.monotonic() < deadline:
+            time.sleep(0.01)  # reaped by init (its parent is gone)
+        claims.acquire(uuid).release()
+    finally:
+        release.write_text("")
+        try:
+            os.kill(run, signal.SIGKILL)
+            os.waitpid(run, 0)
+        except (OSError, ChildProcessError):
+            pass
