@@ -18,14 +18,14 @@ import sys
 import threading
 
 from ansible_collections.xen.suspend.plugins.module_utils import _toolstack
-from ansible_collections.xen.suspend.plugins.module_utils._xl_commands import (
-    SYSTEMD_RUN, XL, XL_INSTALL_HINT, systemd_is_init)
 from ansible_collections.xen.suspend.plugins.module_utils._errors import XenSuspendError
 from ansible_collections.xen.suspend.plugins.module_utils._xen_libraries import (
     CFFI_INSTALL_HINT, HAS_CFFI, XENEVTCHN_SONAME, installed_versions, library_search_dirs,
     package_hint, probe_order, xenctrl_soname, xenguest_soname)
 from ansible_collections.xen.suspend.plugins.module_utils._xenstore import (
     HAS_PYXS, PYXS_INSTALL_HINT, XenstoreClient, default_socket_path)
+from ansible_collections.xen.suspend.plugins.module_utils._xl_commands import (
+    SYSTEMD_RUN, XL, XL_INSTALL_HINT, systemd_is_init)
 
 DEFAULT_SYSFS_DIR = "/sys/hypervisor"
 MINIMUM_PYTHON = (3, 8)
