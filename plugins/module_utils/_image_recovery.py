@@ -256,16 +256,17 @@ def _carry_out(backends, xl, entry, info, step):
             pass  # xenstored only needs it for a non-cancelled suspend (libxl ignores it too)
     if step.unpause and info is not None:
         unpause(backends, xl, info.domid)
+    if (step.remove_image or step.archive) and step.unpause and info is not None:
+        # Positive evidence before an image goes: the guest runs now. (A stopped run's xl
+        # destroy - a save's, or a failed restore's undo - may have reached it after we
+        # looked: then the image is all that is left of the guest, and the entry keeps it
+        # for domain_restored.)
+        now = _fresh_info(backends, entry, None)
+        if now is None or now.domid != info.domid or now.dying or now.shut_down or now.paused:
+            raise DomainOperationError(
+                "it does not run after the unpause (%s): its image and entry are kept"
+                % (now.state if now is not None else "gone"), kind="not_running")
     if step.remove_image:
-        if step.unpause and info is not None:
-            # Positive evidence before an image goes: the guest runs now. (A stopped run's
-            # xl destroy may have reached it after we looked: then the image is all that is
-            # left of the guest, and the entry keeps it for domain_restored.)
-            now = _fresh_info(backends, entry, None)
-            if now is None or now.domid != info.domid or now.dying or now.shut_down or now.paused:
-                raise DomainOperationError(
-                    "it does not run after the unpause (%s): its image and entry are kept"
-                    % (now.state if now is not None else "gone"), kind="not_running")
         for path in (entry.get("image_part"), entry.get("image")):
             remove_file(path)
     if step.set_aside:

@@ -86,6 +86,7 @@ class RestoreJob(object):
         self.image_size = entry.get("image_size")
         self.phases = PhaseTimer(clock)
         self.done = False
+        self.claim_fds = ()  # the claim's descriptor, for an xl that must hold it while it runs
 
     @classmethod
     def already_running(cls, record, clock):
@@ -246,6 +247,7 @@ class RestoreEngine(object):
                 claim = self.backends.claims.acquire(job.uuid)
             except DomainBusy as exc:
                 raise exc.with_context(job.label, CLAIM)
+            job.claim_fds = (claim.fd,) if getattr(claim, "fd", None) is not None else ()
             job.phases.start(LOOKUP)
             self._lookup(job)
             self._restore(job)
@@ -332,7 +334,9 @@ class RestoreEngine(object):
         """A restore that did not end with a running guest: destroy what xl left, keep the
         image, and record the entry as saved again."""
         if info is not None:
-            result = self.backends.xl.destroy(info.domid, XL_SHORT_TIMEOUT)
+            # with the claim, as a save's destroy: if this run is killed, the xl destroy that
+            # goes on keeps recovery from unpausing the domain under it
+            result = self.backends.xl.destroy(info.domid, XL_SHORT_TIMEOUT, keep_fds=job.claim_fds)
             if not result.ok:
                 # The entry stays "restoring": the next run finds the domain and decides.
                 job.notes.append("the half-restored domain %d could not be destroyed: %s"

@@ -23,6 +23,7 @@ from ansible_collections.xen.suspend.plugins.module_utils._ledger_transitions im
     FOUND_RUNNING, RESTORED, SAVE_ABANDONED, MarkRestoring, MarkSaved, RecordIntent,
     RecordSaving, ReturnToSaved, Settle, apply_transitions)
 from ansible_collections.xen.suspend.plugins.module_utils._recovery import recover
+from ansible_collections.xen.suspend.plugins.module_utils._restore import RestoreEngine, RestoreJob
 from ansible_collections.xen.suspend.plugins.module_utils._resume import plan_resume
 from ansible_collections.xen.suspend.plugins.module_utils._inventory import list_records
 from ansible_collections.xen.suspend.plugins.module_utils._suspend_engine import SuspendEngine
@@ -30,6 +31,7 @@ from ansible_collections.xen.suspend.plugins.module_utils._targets import parse_
 from ansible_collections.xen.suspend.plugins.module_utils._xl_processes import xl_destroying, xl_working_on
 
 from xen_fakes import World
+from xl_fakes import FakeXl as RecordingXl
 
 SHUTDOWN_SUSPEND = 2
 
@@ -288,6 +290,31 @@ def test_a_restore_killed_after_xl_finished_is_completed(tmp_path):
     assert not os.path.exists(entry["image"]) and backends.ledger.read() == {}
 
 
+def test_a_restored_guest_gone_after_recoverys_unpause_keeps_its_image_and_entry(tmp_path):
+    """A stopped restore left the domain paused; recovery unpauses it, and before the image
+    goes the domain is gone (a failed restore's undo, xl destroy, outlived its run): the image
+    is all that is left of the guest, so it stays, and so does the entry."""
+    world, domain, backends, entry = _setup(tmp_path, STATE_RESTORING)
+    domain.destroyed = True
+    world.add_domain(9, "web-1", uuid=domain.uuid, paused=True)
+    with open(entry["image"], "wb") as image:
+        image.write(b"image")
+    real_unpause = backends.xl.unpause
+
+    def unpause_then_destroyed(domid, timeout=60):
+        real_unpause(domid, timeout)
+        world.domains[domid].destroyed = True
+    backends.xl.unpause = unpause_then_destroyed
+    report = recover(backends, backends.ledger.read())
+    assert os.path.exists(entry["image"]), report.errors
+    assert any("does not run after the unpause" in error for error in report.errors)
+    assert backends.ledger.read()[domain.uuid]["state"] == STATE_RESTORING
+    # the next run finds no domain: the image is saved again, for domain_restored
+    report = recover(backends, backends.ledger.read())
+    assert report.actions[0]["action"] == ACTION_RETURNED
+    assert os.path.exists(entry["image"]) and backends.ledger.read()[domain.uuid]["state"] == STATE_SAVED
+
+
 def test_a_restore_that_created_nothing_goes_back_to_saved_with_its_image(tmp_path):
     world, domain, backends, entry = _setup(tmp_path, STATE_RESTORING)
     domain.destroyed = True
@@ -405,3 +432,21 @@ def test_a_stopped_saves_unanswered_request_is_withdrawn_and_the_entry_settled(t
     report = recover(backends, backends.ledger.read())
     assert report.actions[0]["reason"] == SAVE_ABANDONED and "withdrawn" in report.actions[0]["detail"]
     assert world.xenstore.nodes[domain.control_path] == b"" and backends.ledger.read() == {}
+
+
+def test_a_failed_restores_undo_destroys_with_the_claim_handed_to_xl(tmp_path):
+    """What a failed restore left is destroyed by an xl that holds the guest's claim, as a
+    save's destroy does: killed meanwhile, that xl keeps recovery off the domain."""
+    world, domain, backends, entry = _setup(tmp_path, STATE_RESTORING)
+    domain.destroyed = True
+    half = world.add_domain(9, "web-1", uuid=domain.uuid, paused=True)
+    backends.xl = RecordingXl(world)
+    claim = backends.claims.acquire(domain.uuid)
+    try:
+        job = RestoreJob(backends.ledger.read()[domain.uuid], backends.clock)
+        job.claim_fds = (claim.fd,)
+        RestoreEngine(backends)._undo(job, half.info(), "xl restore failed")
+        assert backends.xl.destroy_kept_fds == [(claim.fd,)] and half.destroyed
+        assert backends.ledger.read()[domain.uuid]["state"] == STATE_SAVED
+    finally:
+        claim.release()
