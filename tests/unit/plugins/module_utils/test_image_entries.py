@@ -71,6 +71,20 @@ def _setup(tmp_path, state, **domain_kwargs):
     return world, domain, backends, entry
 
 
+def _recover_with_a_destroy_right_after_the_unpause(world, backends):
+    """Recovery, while a stopped run's xl destroy takes the domain just after recovery's
+    unpause; the report must say the guest does not run."""
+    real_unpause = backends.xl.unpause
+
+    def unpause_then_destroyed(domid, timeout=60):
+        real_unpause(domid, timeout)
+        world.domains[domid].destroyed = True
+    backends.xl.unpause = unpause_then_destroyed
+    report = recover(backends, backends.ledger.read())
+    assert any("does not run after the unpause" in error for error in report.errors), report.errors
+    return report
+
+
 # -- transitions --------------------------------------------------------------------------------
 
 def test_a_save_goes_saving_saved_restoring_and_is_settled_restored(tmp_path):
@@ -255,16 +269,9 @@ def test_a_saved_guest_destroyed_by_a_stopped_runs_xl_destroy_keeps_its_image_an
 
     # the destroy lands between our unpause and the removal: image and entry stay
     backends.xl_destroying = lambda domid: []
-    real_unpause = backends.xl.unpause
-
-    def unpause_then_destroyed(domid, timeout=60):
-        real_unpause(domid, timeout)
-        world.domains[domid].destroyed = True
-    backends.xl.unpause = unpause_then_destroyed
-    report = recover(backends, backends.ledger.read())
+    report = _recover_with_a_destroy_right_after_the_unpause(world, backends)
     assert os.path.exists(entry["image"]), report.errors
     assert backends.ledger.read()[domain.uuid]["state"] == STATE_SAVED
-    assert any("does not run after the unpause" in error for error in report.errors)
 
 
 def test_a_stale_image_is_set_aside_never_deleted(tmp_path):
@@ -299,15 +306,8 @@ def test_a_restored_guest_gone_after_recoverys_unpause_keeps_its_image_and_entry
     world.add_domain(9, "web-1", uuid=domain.uuid, paused=True)
     with open(entry["image"], "wb") as image:
         image.write(b"image")
-    real_unpause = backends.xl.unpause
-
-    def unpause_then_destroyed(domid, timeout=60):
-        real_unpause(domid, timeout)
-        world.domains[domid].destroyed = True
-    backends.xl.unpause = unpause_then_destroyed
-    report = recover(backends, backends.ledger.read())
+    report = _recover_with_a_destroy_right_after_the_unpause(world, backends)
     assert os.path.exists(entry["image"]), report.errors
-    assert any("does not run after the unpause" in error for error in report.errors)
     assert backends.ledger.read()[domain.uuid]["state"] == STATE_RESTORING
     # the next run finds no domain: the image is saved again, for domain_restored
     report = recover(backends, backends.ledger.read())
