@@ -36,6 +36,12 @@ class DomainClaim(object):
     def held(self):
         return self.fd is not None
 
+    @property
+    def fds(self):
+        """For ``pass_fds`` of an xl that must hold the claim as long as it runs (a child holds
+        the flock from the fork on, and after this run is killed)."""
+        return (self.fd,) if self.fd is not None else ()
+
     def release(self):
         if self.fd is not None:
             try:

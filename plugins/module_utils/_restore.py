@@ -247,7 +247,7 @@ class RestoreEngine(object):
                 claim = self.backends.claims.acquire(job.uuid)
             except DomainBusy as exc:
                 raise exc.with_context(job.label, CLAIM)
-            job.claim_fds = (claim.fd,) if getattr(claim, "fd", None) is not None else ()
+            job.claim_fds = claim.fds
             job.phases.start(LOOKUP)
             self._lookup(job)
             self._restore(job)

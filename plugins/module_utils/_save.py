@@ -116,12 +116,6 @@ def read_boot_id(path=BOOT_ID_PATH):
         return None
 
 
-def _claim_fds(job):
-    """The descriptor of the guest's claim, for an xl that must hold it as long as it runs."""
-    fd = getattr(job.claim, "fd", None) if job.claim is not None else None
-    return (fd,) if fd is not None else ()
-
-
 class SaveJob(object):
     """One guest. ``record`` is None for a guest found only in the ledger (already saved)."""
 
@@ -513,7 +507,7 @@ class SaveEngine(object):
                 xl_killed=False)
             return
         try:
-            result = self.xl.save(job.domid, part, self.timeout, keep_fds=_claim_fds(job))
+            result = self.xl.save(job.domid, part, self.timeout, keep_fds=job.claim.fds if job.claim is not None else ())
         except XenSuspendError as exc:  # xl could not even be started
             self._give_back(job, exc, xl_killed=False)
             return
@@ -566,7 +560,7 @@ class SaveEngine(object):
             # of this run; while it lives, the next run's recovery must not unpause the guest
             # (it would be destroyed running, its image then taken for stale). The child holds
             # the claim from the fork on, so there is no window before it is named xl.
-            result = self.xl.destroy(job.domid, SHORT_TIMEOUT, keep_fds=_claim_fds(job))
+            result = self.xl.destroy(job.domid, SHORT_TIMEOUT, keep_fds=job.claim.fds if job.claim is not None else ())
             if not result.ok:
                 raise result.error(DESTROY, domain=job.label, kind="destroy_failed")
             deadline = self.clock() + GONE_TIMEOUT
